@@ -1,0 +1,134 @@
+// The backend interface: the coarse operations the algorithm needs, with one
+// implementation per device (CPU on oneDNN, CUDA on cuDNN/cuBLAS). Models,
+// losses and optimisers talk only to this interface and never include a
+// vendor header.
+//
+// Conventions:
+//  * Layers are planned once for a shape (primitives, workspaces, layouts)
+//    and then run many times; nothing is allocated while running them.
+//  * Activations use Layout::features, chosen by the backend and kept between
+//    layers (no reorder per op). Images, gradients, optimiser vectors and
+//    Gram matrices use Layout::planar.
+//  * "accumulate" arguments add into the output instead of overwriting it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "tessera/model.hpp"
+#include "tessera/tensor.hpp"
+#include "tessera/weights.hpp"
+
+namespace tessera {
+
+// A window of a feature map (or image) in that map's own coordinates: the
+// positions whose statistics count. Tiled renders count only owned positions.
+struct Window {
+  int y = 0;
+  int x = 0;
+  int height = 0;
+  int width = 0;
+  static Window whole(const Shape& shape) { return {0, 0, shape.height, shape.width}; }
+  std::size_t area() const { return std::size_t(height) * width; }
+};
+
+// A convolution with its ReLU fused: out = relu(conv(in) + bias).
+class ConvolutionLayer {
+ public:
+  virtual ~ConvolutionLayer() = default;
+  virtual Shape output_shape() const = 0;
+  virtual void forward(const Tensor& input, Tensor& output) = 0;
+  // grad_output is the gradient with respect to the ReLU's output and is
+  // overwritten (masked in place); grad_input receives the gradient with
+  // respect to the convolution's input. `output` is the forward result.
+  virtual void backward(const Tensor& output, Tensor& grad_output, Tensor& grad_input) = 0;
+  // Multiply-adds of one forward pass (for achieved-throughput figures).
+  virtual double forward_macs() const = 0;
+};
+
+class PoolingLayer {
+ public:
+  virtual ~PoolingLayer() = default;
+  virtual Shape output_shape() const = 0;
+  virtual void forward(const Tensor& input, Tensor& output) = 0;
+  virtual void backward(const Tensor& grad_output, Tensor& grad_input) = 0;
+};
+
+// Gram statistics of one feature map shape: G = scale * F_w F_w^T over the
+// positions in a window, and its adjoint.
+class GramOperator {
+ public:
+  virtual ~GramOperator() = default;
+  // gram: planar C x C (Shape{1, C, C}).
+  virtual void forward(const Tensor& features, const Window& window, float scale, Tensor& gram) = 0;
+  // grad_features[window] += scale * D F[window], for a symmetric D.
+  virtual void backward(const Tensor& features, const Window& window, const Tensor& d, float scale,
+                        Tensor& grad_features) = 0;
+};
+
+struct AdamState {
+  float learning_rate = 10.0f;
+  float beta1 = 0.9f;
+  float beta2 = 0.999f;
+  float epsilon = 1e-8f;
+  std::int64_t step = 0;  // completed steps
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+  // One line per device: model, memory, library versions.
+  virtual std::vector<std::string> describe() const = 0;
+  virtual void set_threads(int threads) = 0;
+
+  // --- memory
+  virtual Tensor allocate(Shape shape, Layout layout) = 0;
+  // Host data is always planar C x H x W.
+  virtual void upload(std::span<const float> host, Tensor& tensor) = 0;
+  virtual void download(const Tensor& tensor, std::span<float> host) = 0;
+  // Peak bytes this backend allocated on its device.
+  virtual std::size_t peak_device_bytes() const = 0;
+
+  // --- layers, planned once per input shape
+  virtual std::unique_ptr<ConvolutionLayer> plan_convolution(const LayerSpec& spec,
+                                                             const ConvWeights& weights,
+                                                             Shape input, Layout input_layout) = 0;
+  virtual std::unique_ptr<PoolingLayer> plan_pooling(const LayerSpec& spec, Pooling pooling,
+                                                     Shape input) = 0;
+  virtual std::unique_ptr<GramOperator> plan_gram(Shape features) = 0;
+  // Converts between planar and feature layouts (same shape).
+  virtual void convert(const Tensor& source, Tensor& destination) = 0;
+
+  // --- losses (sums in double; gradients accumulate)
+  // sum over the window of (a - b)^2; grad_a[window] += grad_scale * (a - b).
+  virtual double squared_distance(const Tensor& a, const Tensor& b, const Window& window,
+                                  float grad_scale, Tensor* grad_a) = 0;
+  // Total variation: 0.5 * weight * sum over the (H-1) x (W-1) grid of squared
+  // right and down differences; its gradient is added to grad.
+  virtual double total_variation(const Tensor& image, float weight, Tensor& grad) = 0;
+
+  // --- vectors (any layout; element-wise over all elements)
+  virtual double dot(const Tensor& a, const Tensor& b) = 0;
+  virtual double sum_abs(const Tensor& a) = 0;
+  virtual double max_abs(const Tensor& a) = 0;
+  virtual void fill(Tensor& a, float value) = 0;
+  virtual void copy(const Tensor& source, Tensor& destination) = 0;
+  virtual void scale(Tensor& a, float factor) = 0;
+  virtual void axpy(float alpha, const Tensor& x, Tensor& y) = 0;  // y += alpha x
+  // d = a - b
+  virtual void subtract(const Tensor& a, const Tensor& b, Tensor& d) = 0;
+  // One Adam step on x with gradient g and moments m, v (all planar, same size).
+  virtual void adam_update(Tensor& x, const Tensor& g, Tensor& m, Tensor& v,
+                           const AdamState& state) = 0;
+};
+
+// The backends compiled into this build ("cpu", and "cuda" when built with it).
+std::vector<std::string> available_backends();
+// "auto" picks the best available device.
+std::unique_ptr<Backend> make_backend(const std::string& name);
+
+}  // namespace tessera

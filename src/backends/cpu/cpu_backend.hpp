@@ -1,0 +1,80 @@
+// The CPU backend: oneDNN for convolution, pooling and the Gram matrix
+// products; OpenMP loops for the element-wise work.
+#pragma once
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include <atomic>
+#include <string>
+
+#include "tessera/backend.hpp"
+#include "tessera/error.hpp"
+
+namespace tessera::cpu {
+
+// oneDNN reports failures by throwing dnnl::error; this turns one into a
+// tessera::Error that names the call and oneDNN's status.
+template <typename Call>
+auto dnnl_checked(const char* what, Call&& call) -> decltype(call()) {
+  try {
+    return call();
+  } catch (const dnnl::error& e) {
+    fail("oneDNN ", what, " failed: ", e.what(), " (status ", int(e.status), ")");
+  }
+}
+
+class CpuBackend final : public Backend {
+ public:
+  CpuBackend();
+
+  std::string name() const override { return "cpu"; }
+  std::vector<std::string> describe() const override;
+  void set_threads(int threads) override;
+
+  Tensor allocate(Shape shape, Layout layout) override;
+  void upload(std::span<const float> host, Tensor& tensor) override;
+  void download(const Tensor& tensor, std::span<float> host) override;
+  std::size_t peak_device_bytes() const override { return peak_bytes_.load(); }
+
+  std::unique_ptr<ConvolutionLayer> plan_convolution(const LayerSpec& spec, const ConvWeights& weights,
+                                                     Shape input, Layout input_layout) override;
+  std::unique_ptr<PoolingLayer> plan_pooling(const LayerSpec& spec, Pooling pooling, Shape input) override;
+  std::unique_ptr<GramOperator> plan_gram(Shape features) override;
+  void convert(const Tensor& source, Tensor& destination) override;
+
+  double squared_distance(const Tensor& a, const Tensor& b, const Window& window, float grad_scale,
+                          Tensor* grad_a) override;
+  double total_variation(const Tensor& image, float weight, Tensor& grad) override;
+
+  double dot(const Tensor& a, const Tensor& b) override;
+  double sum_abs(const Tensor& a) override;
+  double max_abs(const Tensor& a) override;
+  void fill(Tensor& a, float value) override;
+  void copy(const Tensor& source, Tensor& destination) override;
+  void scale(Tensor& a, float factor) override;
+  void axpy(float alpha, const Tensor& x, Tensor& y) override;
+  void subtract(const Tensor& a, const Tensor& b, Tensor& d) override;
+  void adam_update(Tensor& x, const Tensor& g, Tensor& m, Tensor& v, const AdamState& state) override;
+
+  // For the layer implementations.
+  const dnnl::engine& engine() const { return engine_; }
+  dnnl::stream& stream() { return stream_; }
+  static dnnl::memory::desc describe_memory(const Shape& shape, Layout layout);
+  dnnl::memory wrap(const Tensor& tensor) const;
+  // Memory for a layer's own use (reordered weights, workspaces); counted in
+  // the peak like every other allocation and freed with the layer.
+  struct OwnedMemory {
+    std::shared_ptr<float> storage;
+    dnnl::memory memory;
+  };
+  OwnedMemory allocate_memory(const dnnl::memory::desc& desc);
+
+ private:
+  dnnl::engine engine_;
+  dnnl::stream stream_;
+  std::atomic<std::size_t> current_bytes_{0};
+  std::atomic<std::size_t> peak_bytes_{0};
+  std::shared_ptr<float> allocate_bytes(std::size_t bytes);
+};
+
+}  // namespace tessera::cpu

@@ -1,0 +1,152 @@
+#include "tessera/network.hpp"
+
+#include <algorithm>
+
+#include "tessera/error.hpp"
+
+namespace tessera {
+
+// One planned step: a convolution with its ReLU, or a pooling layer. Its
+// output is kept for the backward pass (the ReLU mask and the pooling
+// workspace need it).
+struct Network::Stage {
+  std::string name;  // the ReLU's name for a convolution, the pool's otherwise
+  std::unique_ptr<ConvolutionLayer> convolution;
+  std::unique_ptr<PoolingLayer> pooling;
+  Shape output_shape;
+  Tensor output;
+};
+
+Network::Network(Backend& backend, const Architecture& arch, const WeightSet& weights, Pooling pooling,
+                 Shape input, const std::vector<std::string>& taps)
+    : backend_(backend), input_(input) {
+  if (taps.empty()) fail("internal: a network needs at least one tapped layer");
+  if (input.channels != 3) fail("internal: the network input must have 3 channels");
+  validate_weights(arch, weights);
+
+  // The deepest tap decides how far to plan.
+  int deepest = -1;
+  for (const auto& tap : taps) {
+    int index = arch.index_of(tap);
+    if (index < 0 || arch.layers[index].kind != LayerKind::relu) {
+      std::string relus;
+      for (const auto& layer : arch.layers)
+        if (layer.kind == LayerKind::relu) relus += (relus.empty() ? "" : ", ") + layer.name;
+      fail("model ", arch.name, " has no layer '", tap, "' to use for a loss (layers: ", relus, ")");
+    }
+    deepest = std::max(deepest, index);
+  }
+  auto available = deepest_available_layer(arch, weights);
+  if (deepest > arch.index_of(available))
+    fail("layer ", arch.layers[deepest].name, " is beyond the weights, which end at ", available,
+         " (the deepest layer available)");
+
+  Shape shape = input;
+  Layout layout = Layout::planar;
+  std::size_t largest = input.elements();
+  std::size_t conv_index = 0;
+  for (int i = 0; i <= deepest; ++i) {
+    const LayerSpec& spec = arch.layers[i];
+    auto stage = std::make_unique<Stage>();
+    if (spec.kind == LayerKind::conv) {
+      // Every convolution in these backbones is followed by its ReLU: fuse them.
+      if (i + 1 >= int(arch.layers.size()) || arch.layers[i + 1].kind != LayerKind::relu)
+        fail("internal: ", spec.name, " is not followed by a ReLU");
+      const ConvWeights& conv_weights = weights.convs.at(conv_index++);
+      stage->convolution = backend_.plan_convolution(spec, conv_weights, shape, layout);
+      stage->output_shape = stage->convolution->output_shape();
+      stage->name = arch.layers[i + 1].name;
+      ++i;
+    } else if (spec.kind == LayerKind::max_pool || spec.kind == LayerKind::avg_pool) {
+      stage->pooling = backend_.plan_pooling(spec, pooling, shape);
+      stage->output_shape = stage->pooling->output_shape();
+      stage->name = spec.name;
+    } else {
+      fail("internal: unexpected layer ", spec.name);
+    }
+    stage->output = backend_.allocate(stage->output_shape, Layout::features);
+    shape = stage->output_shape;
+    layout = Layout::features;
+    largest = std::max(largest, shape.elements());
+    stages_.push_back(std::move(stage));
+  }
+
+  for (const auto& name : taps) {
+    Tap tap;
+    tap.name = name;
+    for (std::size_t s = 0; s < stages_.size(); ++s)
+      if (stages_[s]->name == name) tap.stage = int(s);
+    tap.gradient = backend_.allocate(stages_[tap.stage]->output_shape, Layout::features);
+    taps_.push_back(std::move(tap));
+  }
+  // Two buffers large enough for any layer carry the gradient down.
+  gradient_a_ = backend_.allocate({int(largest), 1, 1}, Layout::features);
+  gradient_b_ = backend_.allocate({int(largest), 1, 1}, Layout::features);
+}
+
+Network::~Network() = default;
+
+int Network::tap_index(const std::string& layer_name) const {
+  for (std::size_t t = 0; t < taps_.size(); ++t)
+    if (taps_[t].name == layer_name) return int(t);
+  fail("internal: layer ", layer_name, " is not tapped");
+}
+
+Shape Network::tap_shape(int tap) const { return stages_[taps_[tap].stage]->output_shape; }
+
+void Network::forward(const Tensor& image) {
+  if (!(image.shape() == input_) || image.layout() != Layout::planar)
+    fail("internal: network planned for ", input_.describe(), " got ", image.shape().describe());
+  const Tensor* input = &image;
+  for (auto& stage : stages_) {
+    if (stage->convolution)
+      stage->convolution->forward(*input, stage->output);
+    else
+      stage->pooling->forward(*input, stage->output);
+    input = &stage->output;
+  }
+}
+
+const Tensor& Network::features(int tap) const { return stages_[taps_[tap].stage]->output; }
+
+Tensor& Network::feature_gradient(int tap) { return taps_[tap].gradient; }
+
+void Network::clear_feature_gradients() {
+  for (auto& tap : taps_) backend_.fill(tap.gradient, 0.0f);
+}
+
+void Network::backward(Tensor& image_gradient) {
+  if (!(image_gradient.shape() == input_) || image_gradient.layout() != Layout::planar)
+    fail("internal: image gradient has the wrong shape");
+  int deepest_stage = 0;
+  for (const auto& tap : taps_) deepest_stage = std::max(deepest_stage, tap.stage);
+
+  Tensor* carry = &gradient_a_;
+  Tensor* spare = &gradient_b_;
+  *carry = carry->view(stages_[deepest_stage]->output_shape, Layout::features);
+  backend_.fill(*carry, 0.0f);
+  for (int s = deepest_stage; s >= 0; --s) {
+    Stage& stage = *stages_[s];
+    for (auto& tap : taps_)
+      if (tap.stage == s) backend_.axpy(1.0f, tap.gradient, *carry);
+    Shape below = s > 0 ? stages_[s - 1]->output_shape : input_;
+    Tensor destination = s > 0 ? spare->view(below, Layout::features) : image_gradient;
+    if (stage.convolution)
+      stage.convolution->backward(stage.output, *carry, destination);
+    else
+      stage.pooling->backward(*carry, destination);
+    if (s > 0) {
+      *spare = destination;
+      std::swap(carry, spare);
+    }
+  }
+}
+
+double Network::forward_macs() const {
+  double total = 0.0;
+  for (const auto& stage : stages_)
+    if (stage->convolution) total += stage->convolution->forward_macs();
+  return total;
+}
+
+}  // namespace tessera

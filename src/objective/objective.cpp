@@ -1,0 +1,163 @@
+#include "tessera/objective.hpp"
+
+#include <algorithm>
+#include <numeric>
+
+#include "tessera/error.hpp"
+
+namespace tessera {
+namespace {
+
+std::vector<std::string> union_of(const std::vector<std::string>& a, const std::vector<std::string>& b) {
+  std::vector<std::string> all = a;
+  for (const auto& name : b)
+    if (std::find(all.begin(), all.end(), name) == all.end()) all.push_back(name);
+  return all;
+}
+
+}  // namespace
+
+Objective::Objective(Backend& backend, const Architecture& arch, const WeightSet& weights, Shape image,
+                     ObjectiveSettings settings, Communicator& communicator)
+    : backend_(backend), arch_(arch), weights_(weights), settings_(std::move(settings)),
+      communicator_(communicator) {
+  if (settings_.content_layers.empty() && settings_.style_layers.empty())
+    fail("no content or style layer given");
+  network_ = std::make_unique<Network>(backend_, arch_, weights_, settings_.pooling, image,
+                                       union_of(settings_.content_layers, settings_.style_layers));
+  for (const auto& name : settings_.content_layers) content_taps_.push_back(network_->tap_index(name));
+  for (const auto& name : settings_.style_layers) {
+    int tap = network_->tap_index(name);
+    style_taps_.push_back(tap);
+    Shape features = network_->tap_shape(tap);
+    Shape gram{1, features.channels, features.channels};
+    gram_ops_.push_back(backend_.plan_gram(features));
+    grams_.push_back(backend_.allocate(gram, Layout::planar));
+    differences_.push_back(backend_.allocate(gram, Layout::planar));
+  }
+  targets_.layers = settings_.style_layers;
+}
+
+Objective::~Objective() = default;
+
+void Objective::set_content(const Tensor& content) {
+  network_->forward(content);
+  content_targets_.clear();
+  for (int tap : content_taps_) {
+    Tensor target = backend_.allocate(network_->tap_shape(tap), Layout::features);
+    backend_.copy(network_->features(tap), target);
+    content_targets_.push_back(std::move(target));
+  }
+  have_content_ = true;
+}
+
+void Objective::set_styles(const std::vector<const Tensor*>& styles, const std::vector<float>& blend_weights) {
+  if (styles.empty()) fail("no style image given");
+  if (blend_weights.size() != styles.size())
+    fail("got ", blend_weights.size(), " style blend weights for ", styles.size(), " style images");
+  double total_weight = 0.0;
+  for (float w : blend_weights) {
+    if (!(w >= 0.0f)) fail("style blend weights must be non-negative, got ", w);
+    total_weight += w;
+  }
+  if (!(total_weight > 0.0)) fail("style blend weights sum to zero");
+
+  targets_.grams.clear();
+  for (std::size_t l = 0; l < style_taps_.size(); ++l)
+    targets_.grams.push_back(backend_.allocate(grams_[l].shape(), Layout::planar));
+  if (settings_.style_layers.empty()) {
+    have_style_ = true;
+    return;
+  }
+  for (std::size_t k = 0; k < styles.size(); ++k) {
+    // Each style image has its own size, so its own (temporary) network.
+    Network style_network(backend_, arch_, weights_, settings_.pooling, styles[k]->shape(),
+                          settings_.style_layers);
+    style_network.forward(*styles[k]);
+    for (std::size_t l = 0; l < style_taps_.size(); ++l) {
+      int tap = style_network.tap_index(settings_.style_layers[l]);
+      Shape features = style_network.tap_shape(tap);
+      auto gram_op = backend_.plan_gram(features);
+      float normaliser = 1.0f / float(double(features.channels) * features.plane());
+      gram_op->forward(style_network.features(tap), Window::whole(features), normaliser, differences_[l]);
+      backend_.axpy(float(blend_weights[k] / total_weight), differences_[l], targets_.grams[l]);
+    }
+  }
+  have_style_ = true;
+}
+
+LossTerms Objective::evaluate(const Tensor& image, Tensor& gradient) {
+  if (!(gradient.shape() == image.shape()) || gradient.layout() != Layout::planar)
+    fail("internal: gradient shape differs from the image's");
+  return compute(image, &gradient);
+}
+
+LossTerms Objective::measure(const Tensor& image) { return compute(image, nullptr); }
+
+LossTerms Objective::compute(const Tensor& image, Tensor* gradient) {
+  if (!settings_.content_layers.empty() && !have_content_) fail("internal: content target not set");
+  if (!settings_.style_layers.empty() && !have_style_) fail("internal: style targets not set");
+  network_->forward(image);
+  if (gradient) network_->clear_feature_gradients();
+
+  LossTerms losses;
+  // Content: w * mean squared error; d/dF = 2 w (F - P) / n.
+  for (std::size_t i = 0; i < content_taps_.size(); ++i) {
+    int tap = content_taps_[i];
+    Shape shape = network_->tap_shape(tap);
+    double n = double(shape.elements());
+    float grad_scale = float(2.0 * settings_.content_weight / n);
+    double sum = backend_.squared_distance(network_->features(tap), content_targets_[i], Window::whole(shape),
+                                           grad_scale, gradient ? &network_->feature_gradient(tap) : nullptr);
+    losses.content += settings_.content_weight * sum / n;
+  }
+
+  // Style: G = F F^T / (C N); E = w mean((G - A)^2) over C^2 entries.
+  // Every rank's Gram sums are added before the loss (one call for all layers).
+  for (std::size_t l = 0; l < style_taps_.size(); ++l) {
+    Shape shape = network_->tap_shape(style_taps_[l]);
+    float normaliser = float(1.0 / (double(shape.channels) * shape.plane()));
+    gram_ops_[l]->forward(network_->features(style_taps_[l]), Window::whole(shape), normaliser, grams_[l]);
+  }
+  if (communicator_.size() > 1)
+    for (auto& gram : grams_) communicator_.sum(std::span<float>(gram.data(), gram.elements()));
+  for (std::size_t l = 0; l < style_taps_.size(); ++l) {
+    int tap = style_taps_[l];
+    Shape shape = network_->tap_shape(tap);
+    double c = shape.channels;
+    backend_.subtract(grams_[l], targets_.grams[l], differences_[l]);
+    double layer_loss = settings_.style_weight * backend_.dot(differences_[l], differences_[l]) / (c * c);
+    losses.style_per_layer.push_back(layer_loss);
+    losses.style += layer_loss;
+    if (gradient) {
+      // dE/dG = 2 w D / C^2, and through the (symmetric) Gram:
+      // dE/dF = 2 dE/dG F / (C N) = 4 w D F / (C^3 N).
+      float scale = float(4.0 * settings_.style_weight / (c * c * c * double(shape.plane())));
+      gram_ops_[l]->backward(network_->features(tap), Window::whole(shape), differences_[l], scale,
+                             network_->feature_gradient(tap));
+    }
+  }
+
+  if (gradient) {
+    network_->backward(*gradient);
+    losses.tv = backend_.total_variation(image, settings_.tv_weight, *gradient);
+  } else if (settings_.tv_weight != 0.0f) {
+    // The value alone: run the same kernel into a scratch gradient.
+    Tensor scratch = backend_.allocate(image.shape(), Layout::planar);
+    losses.tv = backend_.total_variation(image, settings_.tv_weight, scratch);
+  }
+  return losses;
+}
+
+double Objective::flops_per_evaluation() const {
+  // Forward convolutions, backward-to-input convolutions (the same count of
+  // multiply-adds), and per style layer two products of C x C x N.
+  double macs = 2.0 * network_->forward_macs();
+  for (int tap : style_taps_) {
+    Shape shape = network_->tap_shape(tap);
+    macs += 2.0 * double(shape.channels) * shape.channels * shape.plane();
+  }
+  return 2.0 * macs;
+}
+
+}  // namespace tessera

@@ -1,0 +1,157 @@
+#include <chrono>
+#include <cmath>
+#include <random>
+
+#include "tessera/error.hpp"
+#include "tessera/model.hpp"
+#include "tessera/render.hpp"
+
+namespace tessera {
+
+Renderer::Renderer(Backend& backend, Communicator& communicator, RenderSettings settings, RenderInputs inputs)
+    : backend_(backend), communicator_(communicator), settings_(std::move(settings)), inputs_(std::move(inputs)) {
+  if (!inputs_.weights) fail("internal: no weights given to the renderer");
+  if (inputs_.content.width < 1 || inputs_.content.height < 1) fail("the content image is empty");
+  if (settings_.iterations < 0) fail("iterations must be zero or more, got ", settings_.iterations);
+  const Architecture& arch = architecture(settings_.model);
+  to_input_ = inputs_.weights->input;
+  to_rgb_ = to_input_.inverse();
+
+  Shape shape{3, inputs_.content.height, inputs_.content.width};
+  objective_ = std::make_unique<Objective>(backend_, arch, *inputs_.weights, shape, settings_.objective,
+                                           communicator_);
+  if (!settings_.objective.content_layers.empty()) objective_->set_content(upload_image(inputs_.content));
+  if (!settings_.objective.style_layers.empty()) {
+    std::vector<Tensor> styles;
+    std::vector<const Tensor*> pointers;
+    for (const auto& style : inputs_.styles) styles.push_back(upload_image(style));
+    for (const auto& style : styles) pointers.push_back(&style);
+    std::vector<float> blend = inputs_.blend_weights;
+    if (blend.empty()) blend.assign(styles.size(), 1.0f);
+    objective_->set_styles(pointers, blend);
+  }
+
+  switch (settings_.init) {
+    case InitKind::content:
+      image_ = upload_image(inputs_.content);
+      break;
+    case InitKind::image:
+      if (!inputs_.init_image) fail("internal: init image missing");
+      if (inputs_.init_image->width != shape.width || inputs_.init_image->height != shape.height)
+        fail("internal: init image has the wrong size");
+      image_ = upload_image(*inputs_.init_image);
+      break;
+    case InitKind::random: {
+      // neural-style: normal noise of standard deviation 0.001 in the
+      // backbone's input domain, from the seed.
+      std::mt19937_64 generator(settings_.seed);
+      std::normal_distribution<float> normal(0.0f, 0.001f);
+      std::vector<float> noise(shape.elements());
+      for (auto& v : noise) v = normal(generator);
+      image_ = backend_.allocate(shape, Layout::planar);
+      backend_.upload(noise, image_);
+      break;
+    }
+  }
+  gradient_ = backend_.allocate(shape, Layout::planar);
+
+  if (settings_.optimizer == "lbfgs") {
+    optimizer_ = std::make_unique<Lbfgs>(backend_, communicator_, shape,
+                                         LbfgsSettings{settings_.lbfgs_history, 1.0f});
+  } else if (settings_.optimizer == "adam") {
+    AdamSettings adam;
+    adam.learning_rate = settings_.learning_rate;
+    optimizer_ = std::make_unique<Adam>(backend_, shape, adam);
+  } else {
+    fail("unknown optimizer '", settings_.optimizer, "' (lbfgs or adam)");
+  }
+}
+
+Renderer::~Renderer() = default;
+
+Tensor Renderer::upload_image(const Image& rgb) {
+  std::vector<float> planar(rgb.pixels.size());
+  const std::size_t plane = rgb.plane_size();
+  for (std::size_t p = 0; p < plane; ++p) {
+    auto v = to_input_.apply({rgb.pixels[p], rgb.pixels[plane + p], rgb.pixels[2 * plane + p]});
+    planar[p] = v[0];
+    planar[plane + p] = v[1];
+    planar[2 * plane + p] = v[2];
+  }
+  Tensor t = backend_.allocate({3, rgb.height, rgb.width}, Layout::planar);
+  backend_.upload(planar, t);
+  return t;
+}
+
+int Renderer::run(const std::function<bool(const IterationReport&)>& on_iteration) {
+  using clock = std::chrono::steady_clock;
+  auto start = clock::now();
+  auto last = start;
+  int done = 0;
+  stop_reason_.clear();
+  for (int k = 1; k <= settings_.iterations; ++k) {
+    IterationReport report;
+    report.iteration = k;
+    report.iterations = settings_.iterations;
+    report.losses = objective_->evaluate(image_, gradient_);
+    if (!std::isfinite(report.losses.total())) {
+      stop_reason_ = "the loss is not finite (weights too large for these images?)";
+      break;
+    }
+    bool progressed = optimizer_->update(image_, gradient_, report.losses.total());
+    auto now = clock::now();
+    report.seconds = std::chrono::duration<double>(now - start).count();
+    report.seconds_this_iteration = std::chrono::duration<double>(now - last).count();
+    last = now;
+    if (progressed) done = k;
+    bool go_on = on_iteration ? on_iteration(report) : true;
+    if (!progressed) {
+      stop_reason_ = optimizer_->stop_reason();
+      if (stop_reason_.empty()) stop_reason_ = optimizer_->name() + " stopped";
+      break;
+    }
+    if (!go_on) {
+      stop_reason_ = "interrupted";
+      break;
+    }
+  }
+  return done;
+}
+
+LossTerms Renderer::measure() { return objective_->measure(image_); }
+
+Image Renderer::image() const {
+  Image out(image_.shape().width, image_.shape().height);
+  std::vector<float> planar(image_.elements());
+  backend_.download(image_, planar);
+  const std::size_t plane = out.plane_size();
+  for (std::size_t p = 0; p < plane; ++p) {
+    auto v = to_rgb_.apply({planar[p], planar[plane + p], planar[2 * plane + p]});
+    out.pixels[p] = v[0];
+    out.pixels[plane + p] = v[1];
+    out.pixels[2 * plane + p] = v[2];
+  }
+  if (settings_.original_colors) return keep_original_colors(out, inputs_.content);
+  return out;
+}
+
+Image keep_original_colors(const Image& styled, const Image& content) {
+  if (styled.width != content.width || styled.height != content.height)
+    fail("internal: original colours need images of the same size");
+  // YIQ (NTSC): Y from the styled image, I and Q from the content.
+  Image out(styled.width, styled.height);
+  const std::size_t plane = styled.plane_size();
+  for (std::size_t p = 0; p < plane; ++p) {
+    float sr = styled.pixels[p], sg = styled.pixels[plane + p], sb = styled.pixels[2 * plane + p];
+    float cr = content.pixels[p], cg = content.pixels[plane + p], cb = content.pixels[2 * plane + p];
+    float y = 0.299f * sr + 0.587f * sg + 0.114f * sb;
+    float i = 0.596f * cr - 0.274f * cg - 0.322f * cb;
+    float q = 0.211f * cr - 0.523f * cg + 0.312f * cb;
+    out.pixels[p] = y + 0.956f * i + 0.621f * q;
+    out.pixels[plane + p] = y - 0.272f * i - 0.647f * q;
+    out.pixels[2 * plane + p] = y - 1.106f * i + 1.703f * q;
+  }
+  return out;
+}
+
+}  // namespace tessera

@@ -1,0 +1,29 @@
+// Helpers shared by the tests: where the real data lives, and seeded inputs.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace tessera::testing {
+
+// ../shared/models (or $TESSERA_MODEL_DIR) and ../shared/images (or
+// $TESSERA_IMAGE_DIR); nullopt when the folder is absent.
+std::optional<std::filesystem::path> model_dir();
+std::optional<std::filesystem::path> image_dir();
+std::filesystem::path golden_dir();
+std::filesystem::path fixture_dir();
+// The built tessera executable (for tests that run the command).
+std::filesystem::path tessera_binary();
+// A fresh empty folder under the system temp folder, named after the test.
+std::filesystem::path scratch_dir();
+
+// Deterministic values in [lo, hi): a counter-based generator (splitmix64), so
+// the same (seed, index) gives the same value in C++ and in the Python
+// scripts that write the golden files.
+float uniform_at(std::uint64_t seed, std::uint64_t index, float lo, float hi);
+std::vector<float> uniform_vector(std::uint64_t seed, std::size_t count, float lo, float hi);
+
+}  // namespace tessera::testing

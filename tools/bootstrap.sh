@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs every dependency from Debian 12's packages, then configures and
+# builds tessera in ./build. Run as root (or with sudo) on a fresh machine:
+#   tools/bootstrap.sh            # install + build
+#   TESSERA_SKIP_APT=1 tools/bootstrap.sh   # build only
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+  build-essential cmake ninja-build pkg-config
+  libdnnl-dev                              # oneDNN 2.x: CPU convolution, pooling, matmul
+  openmpi-bin libopenmpi-dev               # Open MPI
+  libhdf5-dev                              # weights and checkpoints
+  libopenimageio-dev openimageio-tools     # images
+  libprotobuf-dev protobuf-compiler        # .caffemodel import
+  libzip-dev                               # .pth (zip) import
+  nlohmann-json3-dev libtomlplusplus-dev libcli11-dev libspdlog-dev libfmt-dev
+  libgtest-dev libbenchmark-dev
+)
+
+if [[ -z "${TESSERA_SKIP_APT:-}" ]]; then
+  sudo=""
+  [[ $(id -u) -ne 0 ]] && sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq "${packages[@]}"
+fi
+
+jobs=$(nproc)
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
+cmake --build build -j "$jobs"
