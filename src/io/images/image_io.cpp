@@ -1,0 +1,423 @@
+// Images through OpenImageIO: read any format into planar float RGB, resize,
+// and write PNG / JPEG / TIFF / EXR atomically with the render settings
+// embedded. The rules are documented in include/tessera/io/image_io.hpp.
+#include "tessera/io/image_io.hpp"
+
+#include <OpenImageIO/imagebuf.h>
+#include <OpenImageIO/imagebufalgo.h>
+#include <OpenImageIO/imageio.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string_view>
+#include <system_error>
+
+#include "tessera/build_info.hpp"
+#include "tessera/error.hpp"
+
+namespace tessera::io {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string quoted(const fs::path& path) {
+  // Appended piecewise: GCC 12 warns falsely (-Wrestrict) on "'" + string.
+  std::string text(1, '\'');
+  text += path.string();
+  text += '\'';
+  return text;
+}
+
+// OpenImageIO reports failures through the object that failed or, when no
+// object could be made (open, create), through the global OIIO::geterror().
+std::string oiio_message(std::string message) {
+  if (message.empty()) message = OIIO::geterror();
+  if (message.empty()) message = "OpenImageIO gave no message";
+  while (!message.empty() && (message.back() == '\n' || message.back() == ' ')) message.pop_back();
+  // Several errors come one per line; the user sees a one-line message.
+  std::string one_line;
+  for (char c : message) one_line += c == '\n' ? std::string("; ") : std::string(1, c);
+  return one_line;
+}
+
+std::string source_location(const char* file, int line) {
+  return fs::path(file).filename().string() + ":" + std::to_string(line);
+}
+
+// Checked OpenImageIO call: `call` returns false on failure and `object` holds
+// the message. `context` says what was being done, for the user.
+#define TESSERA_OIIO_CHECK(call, object, context)                                          \
+  do {                                                                                     \
+    if (!(call))                                                                           \
+      ::tessera::fail(context, ": ", oiio_message((object).geterror()), " (", #call, ", ", \
+                      source_location(__FILE__, __LINE__), ")");                           \
+  } while (false)
+
+std::string lowercase(std::string text) {
+  std::transform(text.begin(), text.end(), text.begin(),
+                 [](unsigned char c) { return char(std::tolower(c)); });
+  return text;
+}
+
+// ------------------------------------------------------------------ reading
+
+std::unique_ptr<OIIO::ImageInput> open_input(const fs::path& path, const std::string& context) {
+  std::error_code error;
+  if (!fs::exists(path, error)) fail(context, ": no such file");
+  if (fs::is_directory(path, error)) fail(context, ": it is a folder, not an image");
+  // Without this hint OIIO premultiplies PNG and TIFF colour by alpha as it
+  // reads; we want the colour channels exactly as stored.
+  OIIO::ImageSpec config;
+  config.attribute("oiio:UnassociatedAlpha", 1);
+  auto input = OIIO::ImageInput::open(path.string(), &config);
+  if (!input) fail(context, ": ", oiio_message(""));
+  return input;
+}
+
+// ----------------------------------------------------------------- metadata
+
+constexpr std::string_view description_header = "tessera render settings";
+constexpr std::string_view attribute_prefix = "tessera:";
+
+std::string escape_value(const std::string& value) {
+  std::string escaped;
+  for (char c : value) {
+    if (c == '\\')
+      escaped += "\\\\";
+    else if (c == '\n')
+      escaped += "\\n";
+    else
+      escaped += c;
+  }
+  return escaped;
+}
+
+std::string unescape_value(std::string_view value) {
+  std::string plain;
+  for (std::size_t i = 0; i < value.size(); ++i) {
+    if (value[i] == '\\' && i + 1 < value.size()) {
+      ++i;
+      plain += value[i] == 'n' ? '\n' : value[i];
+    } else {
+      plain += value[i];
+    }
+  }
+  return plain;
+}
+
+std::string settings_description(const std::map<std::string, std::string>& metadata) {
+  std::string text(description_header);
+  for (const auto& [key, value] : metadata) text += "\n" + key + "=" + escape_value(value);
+  return text;
+}
+
+// The entries of a description written by settings_description; nothing for
+// any other description.
+std::map<std::string, std::string> parse_settings_description(std::string_view text) {
+  std::map<std::string, std::string> settings;
+  if (text.substr(0, description_header.size()) != description_header) return settings;
+  text.remove_prefix(description_header.size());
+  if (!text.empty() && text.front() != '\n') return settings;  // a longer first line
+  while (!text.empty()) {
+    text.remove_prefix(1);  // the '\n' before each entry
+    std::size_t end = text.find('\n');
+    std::string_view line = text.substr(0, end);
+    text = end == std::string_view::npos ? std::string_view() : text.substr(end);
+    std::size_t equals = line.find('=');
+    if (equals == std::string_view::npos || equals == 0) continue;
+    settings[std::string(line.substr(0, equals))] = unescape_value(line.substr(equals + 1));
+  }
+  return settings;
+}
+
+void check_metadata_key(const std::string& key, const std::string& context) {
+  if (key.empty()) fail(context, ": a metadata key is empty");
+  for (char c : key)
+    if (c == '=' || static_cast<unsigned char>(c) < 0x20 || c == 0x7f)
+      fail(context, ": metadata key '", key,
+           "' contains '=' or a control character, which the description cannot hold");
+}
+
+// ------------------------------------------------------------------ writing
+
+enum class Format { png, jpeg, tiff, exr };
+
+struct FormatRules {
+  Format format;
+  const char* name;
+  int default_bits;
+  std::vector<int> allowed_bits;
+  bool stores_arbitrary_attributes;  // PNG text chunks, EXR header attributes
+};
+
+const FormatRules& rules_for_extension(const fs::path& path, const std::string& context) {
+  static const FormatRules png{Format::png, "PNG", 8, {8, 16}, true};
+  static const FormatRules jpeg{Format::jpeg, "JPEG", 8, {8}, false};
+  static const FormatRules tiff{Format::tiff, "TIFF", 16, {8, 16, 32}, false};
+  static const FormatRules exr{Format::exr, "EXR", 32, {16, 32}, true};
+  std::string extension = lowercase(path.extension().string());
+  if (extension == ".png") return png;
+  if (extension == ".jpg" || extension == ".jpeg") return jpeg;
+  if (extension == ".tif" || extension == ".tiff") return tiff;
+  if (extension == ".exr") return exr;
+  std::string accepted;
+  for (const std::string& known : supported_output_extensions())
+    accepted += (accepted.empty() ? "" : ", ") + known;
+  fail(context, ": unsupported extension '", path.extension().string(), "'; use one of ", accepted);
+}
+
+// Clamp to [0,1] (NaN to 0) and round to the nearest of max_code + 1 codes.
+template <typename Code>
+std::vector<Code> quantise_interleaved(const Image& image, float max_code) {
+  const std::size_t plane = image.plane_size();
+  std::vector<Code> codes(plane * 3);
+  for (int c = 0; c < 3; ++c) {
+    const float* source = image.pixels.data() + c * plane;
+    for (std::size_t i = 0; i < plane; ++i) {
+      float value = source[i];
+      value = value > 0.0f ? std::min(value, 1.0f) : 0.0f;  // NaN fails "> 0"
+      codes[i * 3 + c] = Code(value * max_code + 0.5f);
+    }
+  }
+  return codes;
+}
+
+std::vector<float> interleave(const Image& image) {
+  const std::size_t plane = image.plane_size();
+  std::vector<float> values(plane * 3);
+  for (int c = 0; c < 3; ++c)
+    for (std::size_t i = 0; i < plane; ++i) values[i * 3 + c] = image.pixels[c * plane + i];
+  return values;
+}
+
+// A name in the target's folder, unique within this process and across
+// processes, keeping the extension so that OIIO picks the same format.
+fs::path temporary_path_for(const fs::path& target) {
+  static std::atomic<unsigned> counter{0};
+  std::string name = "." + target.filename().string() + ".tmp-" + std::to_string(::getpid()) + "-" +
+                     std::to_string(counter++) + lowercase(target.extension().string());
+  return target.parent_path() / name;
+}
+
+void write_pixels(const fs::path& temporary, const Image& image, const FormatRules& rules, int bits,
+                  const WriteOptions& options, const std::string& context) {
+  OIIO::TypeDesc file_type =
+      bits == 8    ? OIIO::TypeDesc::UINT8
+      : bits == 16 ? (rules.format == Format::exr ? OIIO::TypeDesc::HALF : OIIO::TypeDesc::UINT16)
+                   : OIIO::TypeDesc::FLOAT;
+  OIIO::ImageSpec spec(image.width, image.height, 3, file_type);
+  spec.attribute("Software", std::string("tessera ") + build_info::version);
+  if (!options.metadata.empty()) {
+    spec.attribute("ImageDescription", settings_description(options.metadata));
+    if (rules.stores_arbitrary_attributes)
+      for (const auto& [key, value] : options.metadata)
+        spec.attribute(std::string(attribute_prefix) + key, value);
+  }
+  switch (rules.format) {
+    case Format::jpeg:
+      spec.attribute("Compression", "jpeg:" + std::to_string(options.jpeg_quality));
+      break;
+    case Format::tiff:
+      spec.attribute("Compression", "zip");
+      break;
+    case Format::exr:
+      spec.attribute("Compression", "piz");
+      break;
+    case Format::png:
+      break;
+  }
+
+  auto output = OIIO::ImageOutput::create(temporary.string());
+  if (!output) fail(context, ": ", oiio_message(""));
+  TESSERA_OIIO_CHECK(output->open(temporary.string(), spec), *output, context);
+  // Integer files get our own clamp-and-round codes; float and half files get
+  // the floats (OIIO rounds float to half correctly).
+  if (file_type == OIIO::TypeDesc::UINT8) {
+    auto codes = quantise_interleaved<std::uint8_t>(image, 255.0f);
+    TESSERA_OIIO_CHECK(output->write_image(OIIO::TypeDesc::UINT8, codes.data()), *output, context);
+  } else if (file_type == OIIO::TypeDesc::UINT16) {
+    auto codes = quantise_interleaved<std::uint16_t>(image, 65535.0f);
+    TESSERA_OIIO_CHECK(output->write_image(OIIO::TypeDesc::UINT16, codes.data()), *output, context);
+  } else {
+    auto values = interleave(image);
+    TESSERA_OIIO_CHECK(output->write_image(OIIO::TypeDesc::FLOAT, values.data()), *output, context);
+  }
+  TESSERA_OIIO_CHECK(output->close(), *output, context);
+}
+
+// Flush the temporary file's data to disk before the rename, so that after a
+// power cut the target is the old file or the whole new one, never a renamed
+// but empty file.
+void flush_to_disk(const fs::path& file, const std::string& context) {
+  int descriptor = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (descriptor < 0) fail(context, ": cannot reopen the temporary file: ", std::strerror(errno));
+  int status = ::fsync(descriptor);
+  int saved_errno = errno;
+  ::close(descriptor);
+  if (status != 0) fail(context, ": fsync failed: ", std::strerror(saved_errno));
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------ reading
+
+ImageReadResult read_image_with_notes(const fs::path& path) {
+  const std::string context = "cannot read image " + quoted(path);
+  auto input = open_input(path, context);
+  const OIIO::ImageSpec& spec = input->spec();
+  if (spec.width <= 0 || spec.height <= 0 || spec.nchannels <= 0)
+    fail(context, ": the image has no pixels (", spec.width, "x", spec.height, ", ", spec.nchannels,
+         " channels)");
+  if (spec.depth > 1) fail(context, ": volume images (depth ", spec.depth, ") are not supported");
+
+  ImageReadResult result;
+  const int channels = spec.nchannels;
+  const int colour_channels = channels <= 2 ? 1 : 3;
+  if (channels == 2 || channels == 4)
+    result.notes.push_back("alpha channel ignored: colour used as stored, not composited");
+  if (channels > 4)
+    result.notes.push_back("image has " + std::to_string(channels) +
+                           " channels: the first 3 used as RGB, the other " +
+                           std::to_string(channels - 3) + " ignored");
+  if (int orientation = spec.get_int_attribute("Orientation", 1); orientation != 1)
+    result.notes.push_back("EXIF orientation " + std::to_string(orientation) +
+                           " not applied: pixels used as stored");
+
+  // OIIO converts to float on the way: unsigned integers scale to [0,1],
+  // float and half pass through unchanged.
+  std::vector<float> interleaved(std::size_t(spec.width) * spec.height * colour_channels);
+  TESSERA_OIIO_CHECK(
+      input->read_image(0, 0, 0, colour_channels, OIIO::TypeDesc::FLOAT, interleaved.data()),
+      *input, context);
+  TESSERA_OIIO_CHECK(input->close(), *input, context);
+
+  Image& image = result.image;
+  image = Image(spec.width, spec.height);
+  const std::size_t plane = image.plane_size();
+  for (int c = 0; c < 3; ++c) {
+    const int source_channel = colour_channels == 1 ? 0 : c;
+    float* destination = image.pixels.data() + c * plane;
+    for (std::size_t i = 0; i < plane; ++i)
+      destination[i] = interleaved[i * colour_channels + source_channel];
+  }
+  return result;
+}
+
+Image read_image(const fs::path& path) { return read_image_with_notes(path).image; }
+
+// ----------------------------------------------------------------- resizing
+
+Image resize_image(const Image& image, int width_px, int height_px) {
+  if (image.width <= 0 || image.height <= 0 || image.pixels.size() != 3 * image.plane_size())
+    fail("cannot resize an empty or malformed image (", image.width, "x", image.height, ", ",
+         image.pixels.size(), " values)");
+  if (width_px <= 0 || height_px <= 0)
+    fail("cannot resize to ", width_px, "x", height_px, ": sizes must be positive");
+  if (width_px == image.width && height_px == image.height) return image;
+
+  Image resized(width_px, height_px);
+  const std::size_t source_plane = image.plane_size();
+  const std::size_t resized_plane = resized.plane_size();
+  // Each plane is a one-channel image wrapped in place (no copies); filtering
+  // works channel by channel, so this equals resizing the RGB image at once.
+  for (int c = 0; c < 3; ++c) {
+    float* source_values = const_cast<float*>(image.pixels.data()) + c * source_plane;
+    float* resized_values = resized.pixels.data() + c * resized_plane;
+    OIIO::ImageBuf source(OIIO::ImageSpec(image.width, image.height, 1, OIIO::TypeDesc::FLOAT),
+                          source_values);
+    OIIO::ImageBuf destination(OIIO::ImageSpec(width_px, height_px, 1, OIIO::TypeDesc::FLOAT),
+                               resized_values);
+    const std::string context = "cannot resize " + std::to_string(image.width) + "x" +
+                                std::to_string(image.height) + " to " + std::to_string(width_px) +
+                                "x" + std::to_string(height_px);
+    TESSERA_OIIO_CHECK(OIIO::ImageBufAlgo::resize(destination, source), destination, context);
+
+    // Undo the filters' overshoot: no value outside the source channel's range.
+    auto [low, high] = std::minmax_element(source_values, source_values + source_plane);
+    const float lowest = *low, highest = *high;
+    for (std::size_t i = 0; i < resized_plane; ++i)
+      resized_values[i] = std::clamp(resized_values[i], lowest, highest);
+  }
+  return resized;
+}
+
+// ------------------------------------------------------------------ writing
+
+const std::vector<std::string>& supported_output_extensions() {
+  static const std::vector<std::string> extensions{".png", ".jpg",  ".jpeg",
+                                                   ".tif", ".tiff", ".exr"};
+  return extensions;
+}
+
+void write_image(const fs::path& path, const Image& image, const WriteOptions& options) {
+  const std::string context = "cannot write output " + quoted(path);
+  const FormatRules& rules = rules_for_extension(path, context);
+
+  const int bits = options.bits == 0 ? rules.default_bits : options.bits;
+  if (std::find(rules.allowed_bits.begin(), rules.allowed_bits.end(), bits) ==
+      rules.allowed_bits.end()) {
+    std::string allowed;
+    for (int each : rules.allowed_bits)
+      allowed += (allowed.empty() ? "" : ", ") + std::to_string(each);
+    fail(context, ": ", rules.name, " cannot hold ", options.bits, "-bit values; use ", allowed,
+         " (or 0 for the default, ", rules.default_bits, ")");
+  }
+  if (rules.format == Format::jpeg && (options.jpeg_quality < 1 || options.jpeg_quality > 100))
+    fail(context, ": JPEG quality ", options.jpeg_quality, " is outside 1..100");
+  if (image.width <= 0 || image.height <= 0 || image.pixels.size() != 3 * image.plane_size())
+    fail(context, ": the image is empty or malformed (", image.width, "x", image.height, ", ",
+         image.pixels.size(), " values)");
+  for (const auto& entry : options.metadata) check_metadata_key(entry.first, context);
+
+  const fs::path folder = path.parent_path().empty() ? fs::path(".") : path.parent_path();
+  std::error_code error;
+  if (!fs::is_directory(folder, error))
+    fail(context, ": folder ", quoted(folder), " does not exist");
+
+  const fs::path temporary = temporary_path_for(path);
+  try {
+    write_pixels(temporary, image, rules, bits, options, context);
+    flush_to_disk(temporary, context);
+    fs::rename(temporary, path, error);
+    if (error) fail(context, ": cannot move the finished file into place: ", error.message());
+  } catch (...) {
+    std::error_code ignored;
+    fs::remove(temporary, ignored);
+    throw;
+  }
+}
+
+// ----------------------------------------------------------------- metadata
+
+std::map<std::string, std::string> read_metadata(const fs::path& path) {
+  const std::string context = "cannot read metadata of " + quoted(path);
+  auto input = open_input(path, context);
+  const OIIO::ImageSpec& spec = input->spec();
+  std::map<std::string, std::string> settings =
+      parse_settings_description(spec.get_string_attribute("ImageDescription"));
+  for (const OIIO::ParamValue& attribute : spec.extra_attribs) {
+    const std::string& name = attribute.name().string();
+    if (attribute.type() == OIIO::TypeDesc::STRING &&
+        std::string_view(name).starts_with(attribute_prefix))
+      settings[name.substr(attribute_prefix.size())] = attribute.get_string_indexed(0);
+  }
+  TESSERA_OIIO_CHECK(input->close(), *input, context);
+  return settings;
+}
+
+std::string read_description(const fs::path& path) {
+  const std::string context = "cannot read metadata of " + quoted(path);
+  auto input = open_input(path, context);
+  std::string description = input->spec().get_string_attribute("ImageDescription");
+  TESSERA_OIIO_CHECK(input->close(), *input, context);
+  return description;
+}
+
+}  // namespace tessera::io
