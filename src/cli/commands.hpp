@@ -1,0 +1,25 @@
+// The subcommands of `tessera`. Each registers its options on the app and
+// returns the function that runs it once the command line is parsed.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <functional>
+#include <string>
+
+namespace tessera::cli {
+
+using Command = std::function<int()>;
+
+Command add_info_command(CLI::App& app);
+Command add_render_command(CLI::App& app);
+Command add_models_command(CLI::App& app);
+
+// Exit codes beyond 0 (success) and 1 (an error with one line of message).
+inline constexpr int kExitInterrupted = 130;  // as a shell reports SIGINT
+
+// The folder `models import` writes to and `models list` reads by default:
+// $TESSERA_WEIGHTS_DIR, else ./models.
+std::string default_weights_folder();
+
+}  // namespace tessera::cli

@@ -1,0 +1,46 @@
+#include <H5public.h>
+#include <fmt/format.h>
+#include <mpi.h>
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include <OpenImageIO/oiioversion.h>
+
+#include "cli/commands.hpp"
+#include "tessera/backend.hpp"
+#include "tessera/build_info.hpp"
+
+namespace tessera::cli {
+
+Command add_info_command(CLI::App& app) {
+  auto* command = app.add_subcommand("info", "Version, backends, devices, and the libraries in this build");
+  return [command] {
+    (void)command;
+    fmt::print("tessera {} ({} build, {})\n", build_info::version, build_info::build_type, build_info::compiler);
+    std::string names;
+    for (const auto& name : available_backends()) names += (names.empty() ? "" : ", ") + name;
+    fmt::print("backends: {}\n", names);
+    for (const auto& name : available_backends()) {
+      auto backend = make_backend(name);
+      for (const auto& line : backend->describe()) fmt::print("  {}\n", line);
+    }
+    char mpi_version[MPI_MAX_LIBRARY_VERSION_STRING] = {};
+    int length = 0;
+    if (MPI_Get_library_version(mpi_version, &length) == MPI_SUCCESS) {
+      std::string text(mpi_version, length);
+      fmt::print("MPI: {}\n", text.substr(0, text.find_first_of(",\n")));
+    }
+    unsigned major = 0, minor = 0, release = 0;
+    H5get_libversion(&major, &minor, &release);
+#ifdef H5_HAVE_PARALLEL
+    const char* flavour = "parallel";
+#else
+    const char* flavour = "serial";
+#endif
+    fmt::print("HDF5: {}.{}.{} ({})\n", major, minor, release, flavour);
+    fmt::print("OpenImageIO: {}\n", OIIO_VERSION_STRING);
+    fmt::print("weights folder: {}\n", default_weights_folder());
+    return 0;
+  };
+}
+
+}  // namespace tessera::cli

@@ -1,0 +1,163 @@
+// The tessera command as a user runs it: a real render with the real weights,
+// and bad input, each of which must end with one clear line and a non-zero
+// exit, never a crash or a half-written file.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+#include <sstream>
+#include <sys/wait.h>
+
+#include "support/test_support.hpp"
+#include "tessera/io/image_io.hpp"
+
+namespace tessera {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Run {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr together
+};
+
+Run run_tessera(const std::string& arguments, const fs::path& folder) {
+  fs::path log = folder / "command-output.txt";
+  std::string command = "cd '" + folder.string() + "' && '" + testing::tessera_binary().string() + "' " +
+                        arguments + " > '" + log.string() + "' 2>&1 < /dev/null";
+  int status = std::system(command.c_str());
+  Run run;
+  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  std::ifstream in(log);
+  std::stringstream text;
+  text << in.rdbuf();
+  run.output = text.str();
+  return run;
+}
+
+// Imported real weights, shared by the tests of this file (imported once).
+fs::path real_weights() {
+  static fs::path path;
+  if (!path.empty()) return path;
+  auto models = testing::model_dir();
+  if (!models || !fs::exists(*models / "vgg_r31.pth")) return {};
+  fs::path folder = fs::temp_directory_path() / "tessera-test-cli-weights";
+  fs::create_directories(folder);
+  Run run = run_tessera("models import '" + (*models / "vgg_r31.pth").string() + "' -o vgg_r31.h5", folder);
+  EXPECT_EQ(run.exit_code, 0) << run.output;
+  path = folder / "vgg_r31.h5";
+  return path;
+}
+
+#define REQUIRE_REAL_DATA()                                                                             \
+  auto images = testing::image_dir();                                                                   \
+  auto weights = real_weights();                                                                        \
+  if (!images || weights.empty())                                                                       \
+    GTEST_SKIP() << "needs ../shared/images and ../shared/models/vgg_r31.pth (or TESSERA_IMAGE_DIR and " \
+                    "TESSERA_MODEL_DIR); not found";                                                    \
+  std::string content = (*images / "tubingen.jpg").string();                                            \
+  std::string style = (*images / "starry_night.jpg").string();
+
+TEST(Cli, RealRenderReducesStyleLossTenfoldAndWritesTheImage) {
+  REQUIRE_REAL_DATA();
+  fs::path folder = testing::scratch_dir();
+  Run run = run_tessera("render --content '" + content + "' --style '" + style + "' --weights '" +
+                            weights.string() +
+                            "' --size 128 --init content --iterations 40 --tv-weight 0 -o out.png "
+                            "--log-json log.jsonl --print-every 10",
+                        folder);
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  ASSERT_TRUE(fs::exists(folder / "out.png")) << run.output;
+
+  std::ifstream log(folder / "log.jsonl");
+  std::vector<nlohmann::json> lines;
+  for (std::string line; std::getline(log, line);) lines.push_back(nlohmann::json::parse(line));
+  ASSERT_EQ(lines.size(), 40u);
+  EXPECT_EQ(lines.front()["iteration"], 1);
+  for (const char* key : {"iteration", "loss", "content_loss", "style_loss", "tv_loss", "seconds"})
+    EXPECT_TRUE(lines.front().contains(key)) << key;
+  double first = lines.front()["style_loss"], last = lines.back()["style_loss"];
+  EXPECT_GT(first, 0.0);
+  EXPECT_LT(last, first / 10.0) << "style loss " << first << " -> " << last;
+  // Starting from the content image, the content loss starts at zero.
+  EXPECT_EQ(double(lines.front()["content_loss"]), 0.0);
+
+  Image out = io::read_image(folder / "out.png");
+  EXPECT_EQ(std::max(out.width, out.height), 128);
+  auto metadata = io::read_metadata(folder / "out.png");
+  EXPECT_EQ(metadata["model"], "vgg19");
+  EXPECT_EQ(metadata["iterations"], "40");
+  EXPECT_EQ(metadata["style_weight"], "1000000");  // the normalised weights' recommended default
+}
+
+TEST(Cli, ConfigFileSaysWhatFlagsSayAndFlagsWin) {
+  REQUIRE_REAL_DATA();
+  fs::path folder = testing::scratch_dir();
+  std::ofstream(folder / "preview.toml") << "content = \"" << content << "\"\nstyle = [\"" << style
+                                         << "\"]\nsize = \"64\"\niterations = 3\noutput = \"from-config.png\"\n"
+                                            "style_weight = 5e5\n";
+  Run run = run_tessera("render --config preview.toml --weights '" + weights.string() + "' --size 48", folder);
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  Image out = io::read_image(folder / "from-config.png");
+  EXPECT_EQ(std::max(out.width, out.height), 48);  // the flag won
+  auto metadata = io::read_metadata(folder / "from-config.png");
+  EXPECT_EQ(metadata["iterations"], "3");
+  EXPECT_EQ(metadata["style_weight"], "500000");
+
+  std::ofstream(folder / "bad.toml") << "colour = 3\n";
+  run = run_tessera("render --config bad.toml", folder);
+  EXPECT_EQ(run.exit_code, 1);
+  EXPECT_NE(run.output.find("key 'colour': no such setting"), std::string::npos) << run.output;
+}
+
+struct BadInput {
+  const char* name;
+  std::string arguments;    // {C} content, {S} style, {W} weights
+  std::string message;      // a substring the one-line error must hold
+};
+
+std::string expand(std::string text, const std::string& c, const std::string& s, const std::string& w) {
+  for (auto [key, value] : {std::pair{"{C}", c}, std::pair{"{S}", s}, std::pair{"{W}", w}})
+    for (auto at = text.find(key); at != std::string::npos; at = text.find(key)) text.replace(at, 3, value);
+  return text;
+}
+
+TEST(Cli, BadInputGivesOneClearLineAndNoOutput) {
+  REQUIRE_REAL_DATA();
+  fs::path folder = testing::scratch_dir();
+  std::ofstream(folder / "corrupt.jpg") << "this is not a JPEG";
+  std::ofstream(folder / "corrupt.h5") << "this is not HDF5";
+  const std::string base = "render --iterations 2 --size 32 --weights '{W}' ";
+  std::vector<BadInput> cases = {
+      {"missing content", base + "--content missing.jpg --style '{S}' -o out.png", "missing.jpg"},
+      {"corrupt content", base + "--content corrupt.jpg --style '{S}' -o out.png", "corrupt.jpg"},
+      {"missing style", base + "--content '{C}' --style nope.png -o out.png", "nope.png"},
+      {"corrupt weights", "render --iterations 2 --size 32 --weights corrupt.h5 --content '{C}' --style '{S}' -o out.png",
+       "corrupt.h5"},
+      {"missing weights", "render --iterations 2 --size 32 --weights absent.h5 --content '{C}' --style '{S}' -o out.png",
+       "absent.h5"},
+      {"unavailable layer", base + "--content '{C}' --style '{S}' --style-layers relu4_1 -o out.png",
+       "relu3_1"},
+      {"unknown layer", base + "--content '{C}' --style '{S}' --content-layers relu9_9 -o out.png", "relu9_9"},
+      {"bad size", "render --iterations 2 --size 12x --weights '{W}' --content '{C}' --style '{S}' -o out.png",
+       "12x"},
+      {"zero size", "render --iterations 2 --size 0 --weights '{W}' --content '{C}' --style '{S}' -o out.png", "0"},
+      {"unwritable output", base + "--content '{C}' --style '{S}' -o no/such/folder/out.png", "no/such/folder"},
+      {"unknown format", base + "--content '{C}' --style '{S}' -o out.xyz", ".xyz"},
+      {"wrong model", base + "--content '{C}' --style '{S}' --model nin -o out.png", "nin"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    Run run = run_tessera(expand(c.arguments, content, style, weights.string()), folder);
+    EXPECT_EQ(run.exit_code, 1) << run.output;
+    EXPECT_EQ(std::count(run.output.begin(), run.output.end(), '\n'), 1) << run.output;
+    EXPECT_NE(run.output.find("tessera: error: "), std::string::npos) << run.output;
+    EXPECT_NE(run.output.find(c.message), std::string::npos) << run.output;
+    for (const auto& entry : fs::directory_iterator(folder))
+      EXPECT_NE(entry.path().extension(), ".png") << "left behind: " << entry.path();
+  }
+}
+
+}  // namespace
+}  // namespace tessera
