@@ -17,17 +17,17 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct Run {
+struct CommandRun {
   int exit_code = -1;
   std::string output;  // stdout and stderr together
 };
 
-Run run_tessera(const std::string& arguments, const fs::path& folder) {
+CommandRun run_tessera(const std::string& arguments, const fs::path& folder) {
   fs::path log = folder / "command-output.txt";
   std::string command = "cd '" + folder.string() + "' && '" + testing::tessera_binary().string() + "' " +
                         arguments + " > '" + log.string() + "' 2>&1 < /dev/null";
   int status = std::system(command.c_str());
-  Run run;
+  CommandRun run;
   run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   std::ifstream in(log);
   std::stringstream text;
@@ -44,7 +44,7 @@ fs::path real_weights() {
   if (!models || !fs::exists(*models / "vgg_r31.pth")) return {};
   fs::path folder = fs::temp_directory_path() / "tessera-test-cli-weights";
   fs::create_directories(folder);
-  Run run = run_tessera("models import '" + (*models / "vgg_r31.pth").string() + "' -o vgg_r31.h5", folder);
+  CommandRun run = run_tessera("models import '" + (*models / "vgg_r31.pth").string() + "' -o vgg_r31.h5", folder);
   EXPECT_EQ(run.exit_code, 0) << run.output;
   path = folder / "vgg_r31.h5";
   return path;
@@ -62,7 +62,7 @@ fs::path real_weights() {
 TEST(Cli, RealRenderReducesStyleLossTenfoldAndWritesTheImage) {
   REQUIRE_REAL_DATA();
   fs::path folder = testing::scratch_dir();
-  Run run = run_tessera("render --content '" + content + "' --style '" + style + "' --weights '" +
+  CommandRun run = run_tessera("render --content '" + content + "' --style '" + style + "' --weights '" +
                             weights.string() +
                             "' --size 128 --init content --iterations 40 --tv-weight 0 -o out.png "
                             "--log-json log.jsonl --print-every 10",
@@ -97,7 +97,7 @@ TEST(Cli, ConfigFileSaysWhatFlagsSayAndFlagsWin) {
   std::ofstream(folder / "preview.toml") << "content = \"" << content << "\"\nstyle = [\"" << style
                                          << "\"]\nsize = \"64\"\niterations = 3\noutput = \"from-config.png\"\n"
                                             "style_weight = 5e5\n";
-  Run run = run_tessera("render --config preview.toml --weights '" + weights.string() + "' --size 48", folder);
+  CommandRun run = run_tessera("render --config preview.toml --weights '" + weights.string() + "' --size 48", folder);
   ASSERT_EQ(run.exit_code, 0) << run.output;
   Image out = io::read_image(folder / "from-config.png");
   EXPECT_EQ(std::max(out.width, out.height), 48);  // the flag won
@@ -149,7 +149,7 @@ TEST(Cli, BadInputGivesOneClearLineAndNoOutput) {
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.name);
-    Run run = run_tessera(expand(c.arguments, content, style, weights.string()), folder);
+    CommandRun run = run_tessera(expand(c.arguments, content, style, weights.string()), folder);
     EXPECT_EQ(run.exit_code, 1) << run.output;
     EXPECT_EQ(std::count(run.output.begin(), run.output.end(), '\n'), 1) << run.output;
     EXPECT_NE(run.output.find("tessera: error: "), std::string::npos) << run.output;

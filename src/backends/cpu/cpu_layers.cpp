@@ -28,7 +28,9 @@ class CpuConvolution final : public ConvolutionLayer {
       fail("internal: ", spec.name, " expects ", weights.in_channels, " input channels, got ", input.channels);
     output_ = {weights.out_channels, conv_output_size(input.height, spec.kernel, spec.stride, spec.pad),
                conv_output_size(input.width, spec.kernel, spec.stride, spec.pad)};
-    if (output_.height < 1 || output_.width < 1)
+    // (Integer division rounds toward zero, so an input smaller than the
+    // kernel would still give one output: test the input itself.)
+    if (input.height + 2 * spec.pad < spec.kernel || input.width + 2 * spec.pad < spec.kernel)
       fail("the image is too small for layer ", spec.name, ": its input is ", input.width, "x", input.height,
            " px at that depth");
     macs_ = double(output_.elements()) * weights.in_channels * weights.kernel_h * weights.kernel_w;
@@ -37,7 +39,15 @@ class CpuConvolution final : public ConvolutionLayer {
       const auto& engine = backend_.engine();
       memory::dims strides = {spec.stride, spec.stride};
       memory::dims padding = {spec.pad, spec.pad};
-      auto src_md = CpuBackend::describe_memory(input, input_layout);
+      // oneDNN's fast convolutions want NHWC on both sides; a planar image
+      // (the first layer's input) would fall back to its reference kernel,
+      // 50x slower. So the first layer stages the image through NHWC
+      // buffers: one cheap reorder each way.
+      auto src_md = CpuBackend::describe_memory(input, Layout::features);
+      if (input_layout == Layout::planar) {
+        staged_input_ = backend_.allocate(input, Layout::features);
+        staged_gradient_ = backend_.allocate(input, Layout::features);
+      }
       auto dst_md = CpuBackend::describe_memory(output_, Layout::features);
       memory::desc weights_any({weights.out_channels, weights.in_channels, weights.kernel_h, weights.kernel_w},
                                memory::data_type::f32, tag::any);
@@ -92,8 +102,13 @@ class CpuConvolution final : public ConvolutionLayer {
   double forward_macs() const override { return macs_; }
 
   void forward(const Tensor& input, Tensor& output) override {
+    const Tensor* source = &input;
+    if (input_layout_ == Layout::planar) {
+      backend_.convert(input, staged_input_);
+      source = &staged_input_;
+    }
     dnnl_checked("convolution forward", [&] {
-      memory src = backend_.wrap(input), dst = backend_.wrap(output);
+      memory src = backend_.wrap(*source), dst = backend_.wrap(output);
       forward_.execute(backend_.stream(), {{DNNL_ARG_SRC, src},
                                            {DNNL_ARG_WEIGHTS, forward_weights_.memory},
                                            {DNNL_ARG_BIAS, bias_.memory},
@@ -105,7 +120,8 @@ class CpuConvolution final : public ConvolutionLayer {
 
   void backward(const Tensor& output, Tensor& grad_output, Tensor& grad_input) override {
     dnnl_checked("convolution backward", [&] {
-      memory dst = backend_.wrap(output), diff = backend_.wrap(grad_output), diff_src = backend_.wrap(grad_input);
+      Tensor& destination = input_layout_ == Layout::planar ? staged_gradient_ : grad_input;
+      memory dst = backend_.wrap(output), diff = backend_.wrap(grad_output), diff_src = backend_.wrap(destination);
       relu_backward_.execute(backend_.stream(),
                              {{DNNL_ARG_DST, dst}, {DNNL_ARG_DIFF_DST, diff}, {DNNL_ARG_DIFF_SRC, diff}});
       backward_.execute(backend_.stream(), {{DNNL_ARG_DIFF_DST, diff},
@@ -114,12 +130,14 @@ class CpuConvolution final : public ConvolutionLayer {
       backend_.stream().wait();
       return 0;
     });
+    if (input_layout_ == Layout::planar) backend_.convert(staged_gradient_, grad_input);
   }
 
  private:
   CpuBackend& backend_;
   Shape input_;
   Layout input_layout_;
+  Tensor staged_input_, staged_gradient_;  // NHWC copies for a planar input
   Shape output_;
   double macs_ = 0.0;
   CpuBackend::OwnedMemory forward_weights_, backward_weights_, bias_;
