@@ -8,6 +8,7 @@
 #include "support/golden.hpp"
 #include "support/test_support.hpp"
 #include "tessera/backend.hpp"
+#include "tessera/io/import.hpp"
 #include "tessera/objective.hpp"
 
 namespace tessera {
@@ -125,6 +126,41 @@ TEST(ReferencePyTorch, NinSyntheticWeights) {
   int sw = golden.manifest()["image_size"]["style"][0], sh = golden.manifest()["image_size"]["style"][1];
   check_case("nin", testing::synthetic_weights("nin"), testing::uniform_vector(golden.manifest()["x_seed"].get<int>(), 3u * w * h, -100, 100),
              testing::uniform_vector(12, 3u * w * h, -100, 100), testing::uniform_vector(13, 3u * sw * sh, -100, 100));
+}
+
+// The real normalised VGG-19 (conv1_1..conv3_1), imported from the .pth the
+// way a user imports it; its colour convolution becomes the input transform.
+TEST(ReferencePyTorch, RealVggR31Weights) {
+  auto models = testing::model_dir();
+  if (!models || !std::filesystem::exists(*models / "vgg_r31.pth"))
+    GTEST_SKIP() << "needs ../shared/models/vgg_r31.pth (or TESSERA_MODEL_DIR); not found";
+  GoldenCase golden("vgg_r31");
+  const auto& m = golden.manifest();
+  WeightSet weights = io::import_weights(*models / "vgg_r31.pth").weights;
+  int w = m["image_size"]["x"][0], h = m["image_size"]["x"][1];
+  int sw = m["image_size"]["style"][0], sh = m["image_size"]["style"][1];
+
+  auto to_input = [&](std::vector<float> rgb) {
+    const std::size_t plane = rgb.size() / 3;
+    std::vector<float> out(rgb.size());
+    for (std::size_t p = 0; p < plane; ++p) {
+      auto v = weights.input.apply({rgb[p], rgb[plane + p], rgb[2 * plane + p]});
+      for (int c = 0; c < 3; ++c) out[c * plane + p] = v[c];
+    }
+    return out;
+  };
+  // Our colour transform against PyTorch's conv1 on the same RGB image.
+  int x_seed = m["x_seed"];
+  auto x = to_input(testing::uniform_vector(x_seed, 3u * w * h, 0.0f, 1.0f));
+  EXPECT_LT(max_relative_difference(x, golden.array("input_x")), 1e-6);
+  for (int r = 0; r < 3; ++r) {
+    EXPECT_FLOAT_EQ(weights.input.bias[r], float(m["colour_transform"]["bias"][r]));
+    for (int c = 0; c < 3; ++c)
+      EXPECT_FLOAT_EQ(weights.input.matrix[r][c], float(m["colour_transform"]["matrix"][r][c]));
+  }
+  // The golden x itself (exactly PyTorch's input) drives the comparison.
+  check_case("vgg_r31", weights, golden.array("input_x"), to_input(testing::uniform_vector(22, 3u * w * h, 0.0f, 1.0f)),
+             to_input(testing::uniform_vector(23, 3u * sw * sh, 0.0f, 1.0f)));
 }
 
 }  // namespace
