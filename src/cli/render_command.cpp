@@ -31,7 +31,14 @@ namespace {
 
 std::atomic<int> g_stop_signal{0};
 
-extern "C" void on_stop_signal(int signal) { g_stop_signal.store(signal); }
+// The first signal asks the loop to stop after the current iteration and
+// write what it has; a second one ends the process at once.
+extern "C" void on_stop_signal(int signal) {
+  if (g_stop_signal.exchange(signal) != 0) {
+    std::signal(signal, SIG_DFL);
+    std::raise(signal);
+  }
+}
 
 struct RenderOptions {
   std::string content;
@@ -175,17 +182,22 @@ int run_render(CLI::App& command, RenderOptions& o) {
   settings.objective.style_layers = style_layers;
   settings.objective.content_weight = o.content_weight;
   settings.objective.style_weight = o.style_weight;
-  // Weights whose activations are scaled unlike the original VGG (the
-  // normalised VGG-19) carry their own default style weight.
-  if (!given("--style-weight")) {
-    auto recommended = weights.provenance.find("recommended_style_weight");
-    if (recommended != weights.provenance.end()) {
-      settings.objective.style_weight = std::stof(recommended->second);
-      notes.push_back(fmt::format("style weight {} (recommended for these weights; --style-weight overrides)",
-                                  recommended->second));
-    }
-  }
   settings.objective.tv_weight = o.tv_weight;
+  // Weights whose activations are scaled unlike the original VGG's (the
+  // normalised VGG-19) carry their own defaults for the loss weights.
+  for (auto [flag, key, value] : {std::tuple{"--content-weight", "content_weight", &settings.objective.content_weight},
+                                  std::tuple{"--style-weight", "style_weight", &settings.objective.style_weight},
+                                  std::tuple{"--tv-weight", "tv_weight", &settings.objective.tv_weight}}) {
+    auto recommended = weights.provenance.find(std::string("recommended_") + key);
+    if (given(flag) || recommended == weights.provenance.end()) continue;
+    try {
+      *value = std::stof(recommended->second);
+    } catch (const std::exception&) {
+      fail("weights file ", weights_path.string(), " recommends ", key, " '", recommended->second,
+           "', which is not a number");
+    }
+    notes.push_back(fmt::format("{} {} (recommended for these weights; {} overrides)", key, recommended->second, flag));
+  }
   settings.objective.pooling = o.pooling == "max" ? Pooling::max : Pooling::avg;
   settings.optimizer = o.optimizer;
   settings.learning_rate = o.learning_rate;

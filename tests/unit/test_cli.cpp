@@ -7,7 +7,12 @@
 
 #include <fstream>
 #include <sstream>
+#include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <thread>
 
 #include "support/test_support.hpp"
 #include "tessera/io/image_io.hpp"
@@ -109,6 +114,48 @@ TEST(Cli, ConfigFileSaysWhatFlagsSayAndFlagsWin) {
   run = run_tessera("render --config bad.toml", folder);
   EXPECT_EQ(run.exit_code, 1);
   EXPECT_NE(run.output.find("key 'colour': no such setting"), std::string::npos) << run.output;
+}
+
+// Interrupting a render (Ctrl-C, or SIGTERM from a scheduler) keeps what was
+// done: the image so far is written, whole, and the exit code says so.
+TEST(Cli, InterruptedRenderWritesTheImageSoFar) {
+  REQUIRE_REAL_DATA();
+  fs::path folder = testing::scratch_dir();
+  std::string binary = testing::tessera_binary().string();
+  std::vector<std::string> arguments = {binary, "render", "--content", content, "--style", style, "--weights",
+                                        weights.string(), "--size", "64", "--iterations", "100000", "-o",
+                                        (folder / "out.png").string(), "--log-json", (folder / "log.jsonl").string(),
+                                        "--quiet"};
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    std::vector<char*> argv;
+    for (auto& a : arguments) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(binary.c_str(), argv.data());
+    _exit(127);
+  }
+  // Wait until a few iterations are logged, then interrupt.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  int logged = 0;
+  while (logged < 3 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    std::ifstream log(folder / "log.jsonl");
+    logged = 0;
+    for (std::string line; std::getline(log, line);) ++logged;
+  }
+  ASSERT_GE(logged, 3) << "the render did not start iterating within a minute";
+  EXPECT_FALSE(fs::exists(folder / "out.png"));
+  kill(child, SIGINT);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 130);
+  ASSERT_TRUE(fs::exists(folder / "out.png"));
+  auto metadata = io::read_metadata(folder / "out.png");
+  int done = std::stoi(metadata["iterations"]);
+  EXPECT_GE(done, 3);
+  EXPECT_LT(done, 100000);
 }
 
 struct BadInput {

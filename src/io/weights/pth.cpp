@@ -479,8 +479,13 @@ ImportResult build_weights(const std::vector<NamedTensor>& tensors, const Import
     // The normalised VGG-19's activations are about 100x smaller than the
     // original's, so Gram losses shrink about 1e4x: neural-style's style
     // weight of 100 barely moves the style (DESIGN.md section 7).
+    // For the same reason the Caffe-scale total variation (1e-3 on a 0..255
+    // image) would outweigh both and blur the render; the reference renders
+    // of this file use none.
     weights.provenance["recommended_style_weight"] = "1e6";
-    notes.push_back("normalised VGG: renders default to style weight 1e6 (activations ~100x smaller than VGG's)");
+    weights.provenance["recommended_tv_weight"] = "0";
+    notes.push_back("normalised VGG: renders default to style weight 1e6 and TV weight 0 (activations ~100x "
+                    "smaller than VGG's)");
   }
   result.notes = std::move(notes);
   return result;
