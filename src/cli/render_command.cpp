@@ -209,7 +209,12 @@ int run_render(CLI::App& command, RenderOptions& o) {
   // --- images
   RenderInputs inputs;
   inputs.weights = &weights;
-  Image content_full = io::read_image(o.content);
+  auto read_noting = [&notes](const std::string& path) {
+    io::ImageReadResult read = io::read_image_with_notes(path);
+    for (const auto& note : read.notes) notes.push_back(path + ": " + note);
+    return std::move(read.image);
+  };
+  Image content_full = read_noting(o.content);
   int width = 0, height = 0;
   size.resolve(content_full.width, content_full.height, width, height);
   inputs.content = content_full.width == width && content_full.height == height
@@ -219,7 +224,7 @@ int run_render(CLI::App& command, RenderOptions& o) {
   // times the output's long side.
   int style_long_side = std::max(1, int(std::lround(o.style_scale * std::max(width, height))));
   for (const auto& path : styles) {
-    Image style = io::read_image(path);
+    Image style = read_noting(path);
     SizeRequest style_size;
     style_size.long_side_px = style_long_side;
     int sw = 0, sh = 0;
