@@ -1,6 +1,7 @@
 // Backbones as layer lists (VGG-19, VGG-16, NIN), with Caffe layer names.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -51,5 +52,10 @@ void validate_weights(const Architecture& arch, const WeightSet& weights);
 // The deepest layer (relu or pool after the last convolution the weights cover)
 // that `weights` can compute.
 std::string deepest_available_layer(const Architecture& arch, const WeightSet& weights);
+
+// Seeded random weights for the whole backbone (or its first conv_count
+// convolutions), Caffe input convention: for benchmarks and tests, where the
+// values do not matter but must keep the losses finite.
+WeightSet random_weights(const Architecture& arch, std::uint64_t seed, int conv_count = -1);
 
 }  // namespace tessera

@@ -14,6 +14,7 @@ using Command = std::function<int()>;
 Command add_info_command(CLI::App& app);
 Command add_render_command(CLI::App& app);
 Command add_models_command(CLI::App& app);
+Command add_bench_command(CLI::App& app);
 
 // Exit codes beyond 0 (success) and 1 (an error with one line of message).
 inline constexpr int kExitInterrupted = 130;  // as a shell reports SIGINT

@@ -30,6 +30,8 @@ int main(int argc, char** argv) {
   commands.emplace_back(app.get_subcommand("render"), render);
   auto models = tessera::cli::add_models_command(app);
   commands.emplace_back(app.get_subcommand("models"), models);
+  auto bench = tessera::cli::add_bench_command(app);
+  commands.emplace_back(app.get_subcommand("bench"), bench);
 
   try {
     app.parse(argc, argv);
