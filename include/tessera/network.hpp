@@ -12,13 +12,18 @@
 
 namespace tessera {
 
+// What a network is planned for. A features-only network (the style
+// targets) keeps just its tapped layers' outputs and passes the others
+// through two shared buffers; it cannot run backward.
+enum class NetworkUse { training, features_only };
+
 class Network {
  public:
   // Plans every layer up to the deepest tap. Throws a tessera::Error naming
   // the deepest layer available when a tap lies beyond the weights, or when
   // a tap is not a ReLU output of the architecture.
   Network(Backend& backend, const Architecture& arch, const WeightSet& weights, Pooling pooling, Shape input,
-          const std::vector<std::string>& taps);
+          const std::vector<std::string>& taps, NetworkUse use = NetworkUse::training);
   ~Network();
   Network(const Network&) = delete;
   Network& operator=(const Network&) = delete;
@@ -52,6 +57,7 @@ class Network {
   };
   Backend& backend_;
   Shape input_;
+  NetworkUse use_;
   std::vector<std::unique_ptr<Stage>> stages_;
   std::vector<Tap> taps_;
   Tensor gradient_a_, gradient_b_;  // ping-pong buffers for the backward pass

@@ -49,8 +49,11 @@ class Objective {
   // Targets: the content features of `content` (same shape as the image),
   // and style Gram matrices blended as sum_k weight_k G(style_k) (weights are
   // normalised to sum to 1). Style images may have any size.
+  // The weights are needed only while planning and setting targets: a
+  // caller may free them once both are set.
   void set_content(const Tensor& content);
-  void set_styles(const std::vector<const Tensor*>& styles, const std::vector<float>& blend_weights);
+  void set_styles(const std::vector<const Tensor*>& styles, const std::vector<float>& blend_weights,
+                  const WeightSet& weights);
   const StyleTargets& style_targets() const { return targets_; }
 
   // Loss at `image` and its gradient (overwritten).
@@ -74,7 +77,6 @@ class Objective {
 
   Backend& backend_;
   const Architecture& arch_;
-  const WeightSet& weights_;
   ObjectiveSettings settings_;
   Communicator& communicator_;
   std::unique_ptr<Network> network_;

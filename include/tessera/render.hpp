@@ -33,7 +33,7 @@ struct RenderSettings {
 };
 
 struct RenderInputs {
-  const WeightSet* weights = nullptr;
+  const WeightSet* weights = nullptr;  // needed only while the Renderer is constructed
   Image content;                  // at the output size
   std::vector<Image> styles;      // already scaled (style scale)
   std::vector<float> blend_weights;

@@ -85,6 +85,7 @@ nlohmann::json bench_one(const BenchOptions& o, const std::string& model, const 
   inputs.content = random_image(width, height, generator);
   inputs.styles.push_back(random_image(width, height, generator));
   Renderer renderer(*backend, communicator, settings, std::move(inputs));
+  weights = WeightSet{};  // the backend holds its own copy now
 
   double warm_up_seconds = 0.0, total_seconds = 0.0;
   int done = 0;

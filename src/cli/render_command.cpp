@@ -247,6 +247,7 @@ int run_render(CLI::App& command, RenderOptions& o) {
   backend->set_threads(o.threads);
   SingleProcess communicator;
   Renderer renderer(*backend, communicator, settings, std::move(inputs));
+  weights = WeightSet{};  // the backend holds its own copy now
   for (const auto& note : notes) spdlog::info("{}", note);
   spdlog::info("rendering {}x{} with {} ({}), {} iterations of {}, on {}", width, height, model,
                weights_path.filename().string(), o.iterations, o.optimizer, backend->describe().front());

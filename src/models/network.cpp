@@ -18,8 +18,8 @@ struct Network::Stage {
 };
 
 Network::Network(Backend& backend, const Architecture& arch, const WeightSet& weights, Pooling pooling,
-                 Shape input, const std::vector<std::string>& taps)
-    : backend_(backend), input_(input) {
+                 Shape input, const std::vector<std::string>& taps, NetworkUse use)
+    : backend_(backend), input_(input), use_(use) {
   if (taps.empty()) fail("internal: a network needs at least one tapped layer");
   if (input.channels != 3) fail("internal: the network input must have 3 channels");
   validate_weights(arch, weights);
@@ -64,7 +64,6 @@ Network::Network(Backend& backend, const Architecture& arch, const WeightSet& we
     } else {
       fail("internal: unexpected layer ", spec.name);
     }
-    stage->output = backend_.allocate(stage->output_shape, Layout::features);
     shape = stage->output_shape;
     layout = Layout::features;
     largest = std::max(largest, shape.elements());
@@ -76,9 +75,29 @@ Network::Network(Backend& backend, const Architecture& arch, const WeightSet& we
     tap.name = name;
     for (std::size_t s = 0; s < stages_.size(); ++s)
       if (stages_[s]->name == name) tap.stage = int(s);
-    tap.gradient = backend_.allocate(stages_[tap.stage]->output_shape, Layout::features);
     taps_.push_back(std::move(tap));
   }
+
+  // Outputs: training keeps every stage's output for the backward pass (the
+  // ReLU masks and the pooling workspaces need them); features-only keeps the
+  // taps and alternates the rest between two buffers. Shared buffers are
+  // sized for the largest layer and viewed at each stage's shape.
+  Tensor pass_through[2];
+  if (use_ == NetworkUse::features_only) {
+    pass_through[0] = backend_.allocate({int(largest), 1, 1}, Layout::features);
+    pass_through[1] = backend_.allocate({int(largest), 1, 1}, Layout::features);
+  }
+  for (std::size_t s = 0; s < stages_.size(); ++s) {
+    bool tapped = std::any_of(taps_.begin(), taps_.end(), [&](const Tap& t) { return t.stage == int(s); });
+    Stage& stage = *stages_[s];
+    if (use_ == NetworkUse::training || tapped)
+      stage.output = backend_.allocate(stage.output_shape, Layout::features);
+    else
+      stage.output = pass_through[s % 2].view(stage.output_shape, Layout::features);
+  }
+  if (use_ == NetworkUse::features_only) return;
+
+  for (auto& tap : taps_) tap.gradient = backend_.allocate(stages_[tap.stage]->output_shape, Layout::features);
   // Two buffers large enough for any layer carry the gradient down.
   gradient_a_ = backend_.allocate({int(largest), 1, 1}, Layout::features);
   gradient_b_ = backend_.allocate({int(largest), 1, 1}, Layout::features);
@@ -112,10 +131,12 @@ const Tensor& Network::features(int tap) const { return stages_[taps_[tap].stage
 Tensor& Network::feature_gradient(int tap) { return taps_[tap].gradient; }
 
 void Network::clear_feature_gradients() {
+  if (use_ != NetworkUse::training) return;
   for (auto& tap : taps_) backend_.fill(tap.gradient, 0.0f);
 }
 
 void Network::backward(Tensor& image_gradient) {
+  if (use_ != NetworkUse::training) fail("internal: backward through a features-only network");
   if (!(image_gradient.shape() == input_) || image_gradient.layout() != Layout::planar)
     fail("internal: image gradient has the wrong shape");
   int deepest_stage = 0;

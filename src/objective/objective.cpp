@@ -19,11 +19,11 @@ std::vector<std::string> union_of(const std::vector<std::string>& a, const std::
 
 Objective::Objective(Backend& backend, const Architecture& arch, const WeightSet& weights, Shape image,
                      ObjectiveSettings settings, Communicator& communicator)
-    : backend_(backend), arch_(arch), weights_(weights), settings_(std::move(settings)),
+    : backend_(backend), arch_(arch), settings_(std::move(settings)),
       communicator_(communicator) {
   if (settings_.content_layers.empty() && settings_.style_layers.empty())
     fail("no content or style layer given");
-  network_ = std::make_unique<Network>(backend_, arch_, weights_, settings_.pooling, image,
+  network_ = std::make_unique<Network>(backend_, arch_, weights, settings_.pooling, image,
                                        union_of(settings_.content_layers, settings_.style_layers));
   for (const auto& name : settings_.content_layers) content_taps_.push_back(network_->tap_index(name));
   for (const auto& name : settings_.style_layers) {
@@ -51,7 +51,8 @@ void Objective::set_content(const Tensor& content) {
   have_content_ = true;
 }
 
-void Objective::set_styles(const std::vector<const Tensor*>& styles, const std::vector<float>& blend_weights) {
+void Objective::set_styles(const std::vector<const Tensor*>& styles, const std::vector<float>& blend_weights,
+                           const WeightSet& weights) {
   if (styles.empty()) fail("no style image given");
   if (blend_weights.size() != styles.size())
     fail("got ", blend_weights.size(), " style blend weights for ", styles.size(), " style images");
@@ -71,8 +72,8 @@ void Objective::set_styles(const std::vector<const Tensor*>& styles, const std::
   }
   for (std::size_t k = 0; k < styles.size(); ++k) {
     // Each style image has its own size, so its own (temporary) network.
-    Network style_network(backend_, arch_, weights_, settings_.pooling, styles[k]->shape(),
-                          settings_.style_layers);
+    Network style_network(backend_, arch_, weights, settings_.pooling, styles[k]->shape(),
+                          settings_.style_layers, NetworkUse::features_only);
     style_network.forward(*styles[k]);
     for (std::size_t l = 0; l < style_taps_.size(); ++l) {
       int tap = style_network.tap_index(settings_.style_layers[l]);

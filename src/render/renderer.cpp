@@ -28,7 +28,7 @@ Renderer::Renderer(Backend& backend, Communicator& communicator, RenderSettings 
     for (const auto& style : styles) pointers.push_back(&style);
     std::vector<float> blend = inputs_.blend_weights;
     if (blend.empty()) blend.assign(styles.size(), 1.0f);
-    objective_->set_styles(pointers, blend);
+    objective_->set_styles(pointers, blend, *inputs_.weights);
   }
 
   switch (settings_.init) {
@@ -54,6 +54,7 @@ Renderer::Renderer(Backend& backend, Communicator& communicator, RenderSettings 
     }
   }
   gradient_ = backend_.allocate(shape, Layout::planar);
+  inputs_.weights = nullptr;  // planned and targets set: the caller may free them
 
   if (settings_.optimizer == "lbfgs") {
     optimizer_ = std::make_unique<Lbfgs>(backend_, communicator_, shape,

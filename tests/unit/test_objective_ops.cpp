@@ -730,7 +730,7 @@ TEST(ObjectiveGradient, MatchesADoublePrecisionReferenceOnAVgg19Prefix) {
   Tensor content_image = upload(shape, content);
   Tensor style0 = upload(style_shapes[0], styles[0]), style1 = upload(style_shapes[1], styles[1]);
   objective.set_content(content_image);
-  objective.set_styles({&style0, &style1}, blend);
+  objective.set_styles({&style0, &style1}, blend, weights);
   Tensor image = upload(shape, x);
   Tensor gradient = backend->allocate(shape, Layout::planar);
   backend->fill(gradient, 99.0f);  // evaluate overwrites

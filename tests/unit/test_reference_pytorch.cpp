@@ -68,7 +68,7 @@ void check_case(const std::string& case_name, const WeightSet& weights, const st
   Tensor content = upload(*backend, shape, content_values);
   Tensor style = upload(*backend, {3, sh, sw}, style_values);
   objective.set_content(content);
-  objective.set_styles({&style}, {1.0f});
+  objective.set_styles({&style}, {1.0f}, weights);
   Tensor gradient = backend->allocate(shape, Layout::planar);
   LossTerms losses = objective.evaluate(x, gradient);
 

@@ -83,6 +83,32 @@ CpuBackend::OwnedMemory CpuBackend::allocate_memory(const memory::desc& desc) {
   return owned;
 }
 
+std::shared_ptr<const CpuBackend::OwnedMemory> CpuBackend::reordered_weights(const ConvWeights& weights,
+                                                                             const memory::desc& desc) {
+  // FNV-1a over the bytes: cheap next to planning, and it ties the cache
+  // entry to the values rather than to an address.
+  std::uint64_t fingerprint = 1469598103934665603ull;
+  const auto* bytes = reinterpret_cast<const unsigned char*>(weights.weight.data());
+  for (std::size_t i = 0, n = weights.weight.size() * sizeof(float); i < n; ++i)
+    fingerprint = (fingerprint ^ bytes[i]) * 1099511628211ull;
+  std::erase_if(weight_cache_, [](const CachedWeights& c) { return c.memory.expired(); });
+  for (const auto& cached : weight_cache_)
+    if (cached.fingerprint == fingerprint && cached.count == weights.weight.size() && cached.desc == desc)
+      if (auto memory = cached.memory.lock()) return memory;
+
+  auto owned = std::make_shared<OwnedMemory>(allocate_memory(desc));
+  dnnl_checked("weight reorder", [&] {
+    memory user({{weights.out_channels, weights.in_channels, weights.kernel_h, weights.kernel_w},
+                 memory::data_type::f32, tag::oihw},
+                engine_, const_cast<float*>(weights.weight.data()));
+    dnnl::reorder(user, owned->memory).execute(stream_, user, owned->memory);
+    stream_.wait();
+    return 0;
+  });
+  weight_cache_.push_back({fingerprint, weights.weight.size(), desc, owned});
+  return owned;
+}
+
 memory::desc CpuBackend::describe_memory(const Shape& shape, Layout layout) {
   return memory::desc({1, shape.channels, shape.height, shape.width}, memory::data_type::f32,
                       layout == Layout::planar ? tag::nchw : tag::nhwc);

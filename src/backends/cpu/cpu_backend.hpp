@@ -5,6 +5,7 @@
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include <atomic>
+#include <cstdint>
 #include <string>
 
 #include "tessera/backend.hpp"
@@ -68,6 +69,10 @@ class CpuBackend final : public Backend {
     dnnl::memory memory;
   };
   OwnedMemory allocate_memory(const dnnl::memory::desc& desc);
+  // A convolution's weights reordered into `desc`, shared by every layer
+  // planned from the same values in the same layout (the style targets'
+  // network and the render's), so each backbone is held once per layout.
+  std::shared_ptr<const OwnedMemory> reordered_weights(const ConvWeights& weights, const dnnl::memory::desc& desc);
 
  private:
   dnnl::engine engine_;
@@ -75,6 +80,14 @@ class CpuBackend final : public Backend {
   std::atomic<std::size_t> current_bytes_{0};
   std::atomic<std::size_t> peak_bytes_{0};
   std::shared_ptr<float> allocate_bytes(std::size_t bytes);
+
+  struct CachedWeights {
+    std::uint64_t fingerprint;  // of the values, so that reused host memory is never mistaken
+    std::size_t count;
+    dnnl::memory::desc desc;
+    std::weak_ptr<const OwnedMemory> memory;
+  };
+  std::vector<CachedWeights> weight_cache_;
 };
 
 }  // namespace tessera::cpu

@@ -74,16 +74,12 @@ class CpuConvolution final : public ConvolutionLayer {
                                                  0.0f);
       dnnl::eltwise_backward::primitive_desc relu_bwd_pd(relu_bwd_desc, engine, relu_fwd_pd);
 
-      // Weights in the layouts each primitive prefers, reordered once.
-      memory user_weights({{weights.out_channels, weights.in_channels, weights.kernel_h, weights.kernel_w},
-                           memory::data_type::f32, tag::oihw},
-                          engine, const_cast<float*>(weights.weight.data()));
-      forward_weights_ = backend_.allocate_memory(fwd_pd.weights_desc());
-      dnnl::reorder(user_weights, forward_weights_.memory)
-          .execute(backend_.stream(), user_weights, forward_weights_.memory);
-      backward_weights_ = backend_.allocate_memory(bwd_pd.weights_desc());
-      dnnl::reorder(user_weights, backward_weights_.memory)
-          .execute(backend_.stream(), user_weights, backward_weights_.memory);
+      // Weights in the layout the forward primitive prefers, reordered once.
+      // The backward layout (oneDNN wants another) is made from that copy at
+      // the first backward pass: a network that only computes targets never
+      // holds it, and the caller's host copy can be freed before it exists.
+      forward_weights_ = backend_.reordered_weights(weights, fwd_pd.weights_desc());
+      backward_weights_desc_ = bwd_pd.weights_desc();
       bias_ = backend_.allocate_memory(bias_md);
       std::copy(weights.bias.begin(), weights.bias.end(), static_cast<float*>(bias_.memory.get_data_handle()));
       backend_.stream().wait();
@@ -110,7 +106,7 @@ class CpuConvolution final : public ConvolutionLayer {
     dnnl_checked("convolution forward", [&] {
       memory src = backend_.wrap(*source), dst = backend_.wrap(output);
       forward_.execute(backend_.stream(), {{DNNL_ARG_SRC, src},
-                                           {DNNL_ARG_WEIGHTS, forward_weights_.memory},
+                                           {DNNL_ARG_WEIGHTS, forward_weights_->memory},
                                            {DNNL_ARG_BIAS, bias_.memory},
                                            {DNNL_ARG_DST, dst}});
       backend_.stream().wait();
@@ -120,6 +116,11 @@ class CpuConvolution final : public ConvolutionLayer {
 
   void backward(const Tensor& output, Tensor& grad_output, Tensor& grad_input) override {
     dnnl_checked("convolution backward", [&] {
+      if (!backward_weights_.storage) {
+        backward_weights_ = backend_.allocate_memory(backward_weights_desc_);
+        dnnl::memory source = forward_weights_->memory;  // a handle; the reorder only reads it
+        dnnl::reorder(source, backward_weights_.memory).execute(backend_.stream(), source, backward_weights_.memory);
+      }
       Tensor& destination = input_layout_ == Layout::planar ? staged_gradient_ : grad_input;
       memory dst = backend_.wrap(output), diff = backend_.wrap(grad_output), diff_src = backend_.wrap(destination);
       relu_backward_.execute(backend_.stream(),
@@ -140,7 +141,9 @@ class CpuConvolution final : public ConvolutionLayer {
   Tensor staged_input_, staged_gradient_;  // NHWC copies for a planar input
   Shape output_;
   double macs_ = 0.0;
-  CpuBackend::OwnedMemory forward_weights_, backward_weights_, bias_;
+  std::shared_ptr<const CpuBackend::OwnedMemory> forward_weights_;
+  memory::desc backward_weights_desc_;
+  CpuBackend::OwnedMemory backward_weights_, bias_;
   dnnl::convolution_forward forward_;
   dnnl::convolution_backward_data backward_;
   dnnl::eltwise_backward relu_backward_;
