@@ -77,10 +77,19 @@ struct AdamState {
   std::int64_t step = 0;  // completed steps
 };
 
+// Storage of activations: f32 (the reference), or bf16 (half the memory
+// and bandwidth; products accumulate in f32, Gram sums and losses stay f32).
+enum class Precision { f32, bf16 };
+Precision parse_precision(const std::string& text);  // "f32" | "bf16", else tessera::Error
+const char* precision_name(Precision precision);
+
 class Backend {
  public:
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
+  // Applies to layers planned and features allocated afterwards.
+  virtual void set_precision(Precision precision) = 0;
+  virtual Precision precision() const = 0;
   // One line per device: model, memory, library versions.
   virtual std::vector<std::string> describe() const = 0;
   virtual void set_threads(int threads) = 0;

@@ -28,29 +28,39 @@ enum class Layout {
   features,  // the backend's own activation layout (oneDNN: NHWC; cuDNN: NHWC)
 };
 
+// How a tensor's elements are stored. Images, gradients of the image,
+// optimiser vectors and Gram matrices are always f32; a backend may keep
+// activations (Layout::features) in bf16 when asked for 16-bit storage.
+enum class DataType { f32, bf16 };
+
+inline std::size_t bytes_per_element(DataType type) { return type == DataType::bf16 ? 2 : 4; }
+
 class Tensor {
  public:
   Tensor() = default;
-  Tensor(Shape shape, Layout layout, std::shared_ptr<float> storage, std::size_t capacity)
-      : shape_(shape), layout_(layout), storage_(std::move(storage)), capacity_(capacity) {}
+  Tensor(Shape shape, Layout layout, std::shared_ptr<float> storage, std::size_t capacity,
+         DataType type = DataType::f32)
+      : shape_(shape), layout_(layout), type_(type), storage_(std::move(storage)), capacity_(capacity) {}
 
   const Shape& shape() const { return shape_; }
   Layout layout() const { return layout_; }
+  DataType type() const { return type_; }
   std::size_t elements() const { return shape_.elements(); }
   std::size_t capacity() const { return capacity_; }
   bool empty() const { return !storage_; }
 
-  // Device memory; only backends dereference it.
+  // Device memory; only backends dereference it (as type() says).
   float* data() { return storage_.get(); }
   const float* data() const { return storage_.get(); }
 
-  // The same memory seen with another shape (at most the capacity): lets one
-  // planned buffer serve layers of different sizes.
+  // The same memory seen with another shape (at most the capacity, same
+  // element type): lets one planned buffer serve layers of different sizes.
   Tensor view(Shape shape, Layout layout) const;
 
  private:
   Shape shape_;
   Layout layout_ = Layout::planar;
+  DataType type_ = DataType::f32;
   std::shared_ptr<float> storage_;
   std::size_t capacity_ = 0;
 };

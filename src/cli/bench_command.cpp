@@ -36,6 +36,7 @@ struct BenchOptions {
   std::string optimizer = "lbfgs";
   int threads = 0;
   std::string backend = "cpu";
+  std::string precision = "f32";
   bool json = false;
   bool conv_peak = false;
   std::uint64_t seed = 0;
@@ -71,6 +72,7 @@ nlohmann::json bench_one(const BenchOptions& o, const std::string& model, const 
 
   auto backend = make_backend(o.backend);
   backend->set_threads(o.threads);
+  backend->set_precision(parse_precision(o.precision));
   SingleProcess communicator;
   RenderSettings settings;
   settings.model = model;
@@ -87,10 +89,11 @@ nlohmann::json bench_one(const BenchOptions& o, const std::string& model, const 
   Renderer renderer(*backend, communicator, settings, std::move(inputs));
   weights = WeightSet{};  // the backend holds its own copy now
 
-  double warm_up_seconds = 0.0, total_seconds = 0.0;
+  double warm_up_seconds = 0.0, total_seconds = 0.0, final_loss = 0.0;
   int done = 0;
   renderer.run([&](const IterationReport& r) {
     if (r.iteration == 1) warm_up_seconds = r.seconds;
+    final_loss = r.losses.total();
     total_seconds = r.seconds;
     done = r.iteration;
     return true;
@@ -102,7 +105,8 @@ nlohmann::json bench_one(const BenchOptions& o, const std::string& model, const 
   return {{"model", model},
           {"size", fmt::format("{}x{}", width, height)},
           {"backend", backend->name()},
-          {"precision", "f32"},
+          {"precision", o.precision},
+          {"final_loss", final_loss},
           {"optimizer", o.optimizer},
           {"threads", o.threads > 0 ? o.threads : int(sysconf(_SC_NPROCESSORS_ONLN))},
           {"iterations", o.iterations},
@@ -158,6 +162,7 @@ nlohmann::json bench_in_child(const BenchOptions& o, const std::string& model, c
   std::vector<std::string> arguments = {"/proc/self/exe", "bench", "--json", "--model", model, "--size", size,
                                         "--iterations", std::to_string(o.iterations), "--optimizer", o.optimizer,
                                         "--threads", std::to_string(o.threads), "--backend", o.backend,
+                                        "--precision", o.precision,
                                         "--seed", std::to_string(o.seed)};
   int pipe_fds[2];
   if (pipe(pipe_fds) != 0) fail("cannot create a pipe for the benchmark child");
@@ -204,6 +209,7 @@ std::string study_column(const std::string& model, const std::string& size, bool
 int run_bench(BenchOptions& o) {
   if (o.iterations < 1) fail("--iterations must be at least 1");
   if (o.optimizer != "lbfgs" && o.optimizer != "adam") fail("--optimizer must be lbfgs or adam");
+  parse_precision(o.precision);
   bool sweep = !o.sizes.empty() || !o.models.empty();
   if (!sweep && !o.conv_peak) {
     auto result = bench_one(o, o.model, o.size);
@@ -211,8 +217,8 @@ int run_bench(BenchOptions& o) {
       fmt::print("{}\n", result.dump());
       return 0;
     }
-    fmt::print("{} {} {}: {:.1f} it/min, {:.3f} s/it, {:.1f} GFLOP/s, peak RSS {:.0f} MiB\n",
-               std::string(result["model"]), std::string(result["size"]), std::string(result["backend"]),
+    fmt::print("{} {} {} {}: {:.1f} it/min, {:.3f} s/it, {:.1f} GFLOP/s, peak RSS {:.0f} MiB\n",
+               std::string(result["model"]), std::string(result["size"]), std::string(result["backend"]), o.precision,
                double(result["iterations_per_minute"]), double(result["seconds_per_iteration"]),
                double(result["gflops"]), double(result["peak_rss_bytes"]) / (1 << 20));
     return 0;
@@ -223,10 +229,10 @@ int run_bench(BenchOptions& o) {
   if (!o.json) {
     fmt::print("# tessera bench: tessera {}, {}, CPU {}\n", build_info::version, backend->describe().front(),
                cpu_model());
-    fmt::print("# optimizer {}, {} timed iterations after 1 warm-up, f32, neural-style's layers and weights,\n"
+    fmt::print("# optimizer {}, {} timed iterations after 1 warm-up, {}, neural-style's layers and weights,\n"
                "# seeded random weights and images; GFLOP/s counts convolutions forward and backward-to-input\n"
                "# and the Gram products (see README)\n",
-               o.optimizer, o.iterations);
+               o.optimizer, o.iterations, o.precision);
   }
   if (o.conv_peak) {
     auto peak = conv_peak(o);
@@ -281,6 +287,7 @@ Command add_bench_command(CLI::App& app) {
   command->add_option("--optimizer", o->optimizer, "lbfgs or adam")->capture_default_str();
   command->add_option("--threads", o->threads, "CPU threads (0: all cores)")->capture_default_str();
   command->add_option("--backend", o->backend, "cpu")->capture_default_str();
+  command->add_option("--precision", o->precision, "Activation storage: f32 or bf16")->capture_default_str();
   command->add_option("--seed", o->seed, "Seed of the random weights and images")->capture_default_str();
   command->add_flag("--json", o->json, "One JSON object per run");
   command->add_flag("--conv-peak", o->conv_peak, "Also time one large 3x3 convolution: the ceiling");

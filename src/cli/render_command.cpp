@@ -65,6 +65,7 @@ struct RenderOptions {
   int print_every = 50;
   int save_every = 0;
   std::string backend = "auto";
+  std::string precision = "f32";
   int threads = 0;
   std::string config;
   std::string log_json;
@@ -129,6 +130,7 @@ int run_render(CLI::App& command, RenderOptions& o) {
   SizeRequest size = parse_size(o.size);
   if (!(o.style_scale > 0.0f)) fail("--style-scale must be positive, got ", o.style_scale);
   if (o.iterations < 1) fail("--iterations must be at least 1, got ", o.iterations);
+  parse_precision(o.precision);
   if (o.pooling != "max" && o.pooling != "avg") fail("--pooling must be max or avg, got '", o.pooling, "'");
   if (o.optimizer != "lbfgs" && o.optimizer != "adam")
     fail("--optimizer must be lbfgs or adam, got '", o.optimizer, "'");
@@ -245,6 +247,7 @@ int run_render(CLI::App& command, RenderOptions& o) {
   // --- backend and renderer
   auto backend = make_backend(o.backend);
   backend->set_threads(o.threads);
+  backend->set_precision(parse_precision(o.precision));
   SingleProcess communicator;
   Renderer renderer(*backend, communicator, settings, std::move(inputs));
   weights = WeightSet{};  // the backend holds its own copy now
@@ -270,6 +273,7 @@ int run_render(CLI::App& command, RenderOptions& o) {
       {"pooling", o.pooling},
       {"seed", std::to_string(o.seed)},
       {"original_colors", o.original_colors ? "true" : "false"},
+      {"precision", o.precision},
   };
   auto write = [&](const std::string& path, int iterations_done) {
     io::WriteOptions write_options;
@@ -365,6 +369,8 @@ Command add_render_command(CLI::App& app) {
       ->capture_default_str();
   command->add_option("--backend", o->backend, "cpu or auto")->capture_default_str();
   command->add_option("--threads", o->threads, "CPU threads (0: all cores)")->capture_default_str();
+  command->add_option("--precision", o->precision, "Activation storage: f32 (reference) or bf16")
+      ->capture_default_str();
   command->add_option("--config", o->config, "TOML file with any of these settings (flags win)");
   command->add_option("--log-json", o->log_json, "Write one JSON object per iteration to this file");
   command->add_option("--bits", o->bits, "Output bits per channel: 8, 16, 32 (0: the format's default)")

@@ -7,7 +7,21 @@ namespace tessera {
 Tensor Tensor::view(Shape shape, Layout layout) const {
   if (shape.elements() > capacity_)
     fail("internal: view of ", shape.describe(), " exceeds a buffer of ", capacity_, " floats");
-  return Tensor(shape, layout, storage_, capacity_);
+  return Tensor(shape, layout, storage_, capacity_, type_);
 }
+
+}  // namespace tessera
+
+#include "tessera/backend.hpp"
+
+namespace tessera {
+
+Precision parse_precision(const std::string& text) {
+  if (text == "f32") return Precision::f32;
+  if (text == "bf16") return Precision::bf16;
+  fail("unknown precision '", text, "' (f32 or bf16)");
+}
+
+const char* precision_name(Precision precision) { return precision == Precision::bf16 ? "bf16" : "f32"; }
 
 }  // namespace tessera

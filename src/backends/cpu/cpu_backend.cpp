@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstdint>
 #include <cstring>
 
 namespace tessera::cpu {
@@ -26,6 +27,46 @@ void require_same_size(const Tensor& a, const Tensor& b, const char* what) {
   if (a.elements() != b.elements())
     fail("internal: ", what, " on tensors of ", a.elements(), " and ", b.elements(), " elements");
 }
+
+void require_f32(const Tensor& a, const char* what) {
+  if (a.type() != DataType::f32) fail("internal: ", what, " needs f32 tensors");
+}
+
+// bf16 is the upper half of an f32: widening is a shift; narrowing rounds to
+// nearest even (NaN stays NaN).
+inline float bf16_to_float(std::uint16_t bits) {
+  std::uint32_t wide = std::uint32_t(bits) << 16;
+  float value;
+  std::memcpy(&value, &wide, 4);
+  return value;
+}
+inline std::uint16_t float_to_bf16(float value) {
+  std::uint32_t bits;
+  std::memcpy(&bits, &value, 4);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return std::uint16_t((bits >> 16) | 0x40);
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return std::uint16_t(bits >> 16);
+}
+
+// Element access for either storage type, for the few loops of our own that
+// read or write activations.
+struct ElementView {
+  float* f32 = nullptr;
+  std::uint16_t* bf16 = nullptr;
+  explicit ElementView(const Tensor& t) {
+    if (t.type() == DataType::bf16)
+      bf16 = reinterpret_cast<std::uint16_t*>(const_cast<float*>(t.data()));
+    else
+      f32 = const_cast<float*>(t.data());
+  }
+  float get(std::size_t i) const { return f32 ? f32[i] : bf16_to_float(bf16[i]); }
+  void set(std::size_t i, float v) const {
+    if (f32)
+      f32[i] = v;
+    else
+      bf16[i] = float_to_bf16(v);
+  }
+};
 
 }  // namespace
 
@@ -67,13 +108,28 @@ std::shared_ptr<float> CpuBackend::allocate_bytes(std::size_t bytes) {
   });
 }
 
+void CpuBackend::set_precision(Precision precision) {
+  if (precision == Precision::bf16) {
+    auto isa = dnnl::get_effective_cpu_isa();
+    if (isa != dnnl::cpu_isa::avx512_core_bf16 && isa != dnnl::cpu_isa::avx512_core_amx)
+      fail("bf16 needs a CPU with AVX-512 BF16 (or AMX); this one has neither");
+  }
+  precision_ = precision;
+}
+
 Tensor CpuBackend::allocate(Shape shape, Layout layout) {
+  DataType type = layout == Layout::features ? feature_type() : DataType::f32;
   std::size_t count = shape.elements();
-  auto storage = allocate_bytes(count * sizeof(float));
+  std::size_t bytes = count * bytes_per_element(type);
+  auto storage = allocate_bytes(bytes);
   // Fresh buffers start at zero so that a forgotten initialisation shows up as
   // a wrong number, never as garbage.
-  std::memset(storage.get(), 0, count * sizeof(float));
-  return Tensor(shape, layout, std::move(storage), count);
+  std::memset(storage.get(), 0, bytes);
+  return Tensor(shape, layout, std::move(storage), count, type);
+}
+
+memory::data_type CpuBackend::dnnl_type(DataType type) {
+  return type == DataType::bf16 ? memory::data_type::bf16 : memory::data_type::f32;
 }
 
 CpuBackend::OwnedMemory CpuBackend::allocate_memory(const memory::desc& desc) {
@@ -109,20 +165,20 @@ std::shared_ptr<const CpuBackend::OwnedMemory> CpuBackend::reordered_weights(con
   return owned;
 }
 
-memory::desc CpuBackend::describe_memory(const Shape& shape, Layout layout) {
-  return memory::desc({1, shape.channels, shape.height, shape.width}, memory::data_type::f32,
+memory::desc CpuBackend::describe_memory(const Shape& shape, Layout layout, DataType type) {
+  return memory::desc({1, shape.channels, shape.height, shape.width}, dnnl_type(type),
                       layout == Layout::planar ? tag::nchw : tag::nhwc);
 }
 
 memory CpuBackend::wrap(const Tensor& tensor) const {
-  return memory(describe_memory(tensor.shape(), tensor.layout()), engine_,
+  return memory(describe_memory(tensor.shape(), tensor.layout(), tensor.type()), engine_,
                 const_cast<float*>(tensor.data()));
 }
 
 void CpuBackend::upload(std::span<const float> host, Tensor& tensor) {
   if (host.size() != tensor.elements())
     fail("internal: upload of ", host.size(), " floats into a tensor of ", tensor.elements());
-  if (tensor.layout() == Layout::planar) {
+  if (tensor.layout() == Layout::planar && tensor.type() == DataType::f32) {
     std::memcpy(tensor.data(), host.data(), host.size() * sizeof(float));
     return;
   }
@@ -134,7 +190,7 @@ void CpuBackend::upload(std::span<const float> host, Tensor& tensor) {
 void CpuBackend::download(const Tensor& tensor, std::span<float> host) {
   if (host.size() != tensor.elements())
     fail("internal: download of ", tensor.elements(), " floats into ", host.size());
-  if (tensor.layout() == Layout::planar) {
+  if (tensor.layout() == Layout::planar && tensor.type() == DataType::f32) {
     std::memcpy(host.data(), tensor.data(), host.size() * sizeof(float));
     return;
   }
@@ -147,7 +203,7 @@ void CpuBackend::convert(const Tensor& source, Tensor& destination) {
   if (!(source.shape() == destination.shape()))
     fail("internal: convert between shapes ", source.shape().describe(), " and ",
          destination.shape().describe());
-  if (source.layout() == destination.layout()) {
+  if (source.layout() == destination.layout() && source.type() == destination.type()) {
     copy(source, destination);
     return;
   }
@@ -165,43 +221,33 @@ double CpuBackend::squared_distance(const Tensor& a, const Tensor& b, const Wind
   if (a.layout() != b.layout() || (grad_a && grad_a->layout() != a.layout()))
     fail("internal: squared_distance on tensors of different layouts");
   const Shape& s = a.shape();
-  const float* pa = a.data();
-  const float* pb = b.data();
-  float* pg = grad_a ? grad_a->data() : nullptr;
-  double total = 0.0;
+  const ElementView pa(a), pb(b);
+  const ElementView pg = grad_a ? ElementView(*grad_a) : ElementView(Tensor());
+  const bool with_gradient = grad_a != nullptr;
   // Rows of the window are contiguous runs in both layouts (a run of x in
-  // planar, a run of x*C in NHWC), so loop over (channel,) row, run.
-  if (a.layout() == Layout::features) {
-#pragma omp parallel for reduction(+ : total) schedule(static)
+  // planar, a run of x*C in NHWC): one run per (channel,) row.
+  const bool planar = a.layout() == Layout::planar;
+  const int channel_runs = planar ? s.channels : 1;
+  const std::size_t run_length = planar ? std::size_t(window.width) : std::size_t(window.width) * s.channels;
+  double total = 0.0;
+#pragma omp parallel for collapse(2) reduction(+ : total) schedule(static)
+  for (int c = 0; c < channel_runs; ++c)
     for (int y = window.y; y < window.y + window.height; ++y) {
-      std::size_t begin = offset_of(s, a.layout(), 0, y, window.x);
-      std::size_t end = begin + std::size_t(window.width) * s.channels;
+      std::size_t begin = offset_of(s, a.layout(), c, y, window.x);
       double row = 0.0;
-      for (std::size_t i = begin; i < end; ++i) {
-        float d = pa[i] - pb[i];
+      for (std::size_t i = begin; i < begin + run_length; ++i) {
+        float d = pa.get(i) - pb.get(i);
         row += double(d) * d;
-        if (pg) pg[i] += grad_scale * d;
+        if (with_gradient) pg.set(i, pg.get(i) + grad_scale * d);
       }
       total += row;
     }
-  } else {
-#pragma omp parallel for collapse(2) reduction(+ : total) schedule(static)
-    for (int c = 0; c < s.channels; ++c)
-      for (int y = window.y; y < window.y + window.height; ++y) {
-        std::size_t begin = offset_of(s, a.layout(), c, y, window.x);
-        double row = 0.0;
-        for (std::size_t i = begin; i < begin + std::size_t(window.width); ++i) {
-          float d = pa[i] - pb[i];
-          row += double(d) * d;
-          if (pg) pg[i] += grad_scale * d;
-        }
-        total += row;
-      }
-  }
   return total;
 }
 
 double CpuBackend::total_variation(const Tensor& image, float weight, Tensor& grad) {
+  require_f32(image, "total_variation");
+  require_f32(grad, "total_variation");
   if (image.layout() != Layout::planar || grad.layout() != Layout::planar)
     fail("internal: total_variation needs planar tensors");
   require_same_size(image, grad, "total_variation");
@@ -240,6 +286,8 @@ double CpuBackend::total_variation(const Tensor& image, float weight, Tensor& gr
 
 double CpuBackend::dot(const Tensor& a, const Tensor& b) {
   require_same_size(a, b, "dot");
+  require_f32(a, "dot");
+  require_f32(b, "dot");
   const float* pa = a.data();
   const float* pb = b.data();
   const std::size_t n = a.elements();
@@ -250,6 +298,7 @@ double CpuBackend::dot(const Tensor& a, const Tensor& b) {
 }
 
 double CpuBackend::sum_abs(const Tensor& a) {
+  require_f32(a, "sum_abs");
   const float* pa = a.data();
   const std::size_t n = a.elements();
   double total = 0.0;
@@ -259,6 +308,7 @@ double CpuBackend::sum_abs(const Tensor& a) {
 }
 
 double CpuBackend::max_abs(const Tensor& a) {
+  require_f32(a, "max_abs");
   const float* pa = a.data();
   const std::size_t n = a.elements();
   float largest = 0.0f;
@@ -268,19 +318,21 @@ double CpuBackend::max_abs(const Tensor& a) {
 }
 
 void CpuBackend::fill(Tensor& a, float value) {
-  float* pa = a.data();
+  const ElementView pa(a);
   const std::size_t n = a.elements();
 #pragma omp parallel for schedule(static)
-  for (std::size_t i = 0; i < n; ++i) pa[i] = value;
+  for (std::size_t i = 0; i < n; ++i) pa.set(i, value);
 }
 
 void CpuBackend::copy(const Tensor& source, Tensor& destination) {
   require_same_size(source, destination, "copy");
+  if (source.type() != destination.type()) fail("internal: copy between element types");
   if (source.data() != destination.data())
-    std::memcpy(destination.data(), source.data(), source.elements() * sizeof(float));
+    std::memcpy(destination.data(), source.data(), source.elements() * bytes_per_element(source.type()));
 }
 
 void CpuBackend::scale(Tensor& a, float factor) {
+  require_f32(a, "scale");
   float* pa = a.data();
   const std::size_t n = a.elements();
 #pragma omp parallel for schedule(static)
@@ -289,15 +341,24 @@ void CpuBackend::scale(Tensor& a, float factor) {
 
 void CpuBackend::axpy(float alpha, const Tensor& x, Tensor& y) {
   require_same_size(x, y, "axpy");
-  const float* px = x.data();
-  float* py = y.data();
   const std::size_t n = x.elements();
+  if (x.type() == DataType::f32 && y.type() == DataType::f32) {
+    const float* px = x.data();
+    float* py = y.data();
 #pragma omp parallel for schedule(static)
-  for (std::size_t i = 0; i < n; ++i) py[i] += alpha * px[i];
+    for (std::size_t i = 0; i < n; ++i) py[i] += alpha * px[i];
+    return;
+  }
+  const ElementView px(x), py(y);
+#pragma omp parallel for schedule(static)
+  for (std::size_t i = 0; i < n; ++i) py.set(i, py.get(i) + alpha * px.get(i));
 }
 
 void CpuBackend::subtract(const Tensor& a, const Tensor& b, Tensor& d) {
   require_same_size(a, b, "subtract");
+  require_f32(a, "subtract");
+  require_f32(b, "subtract");
+  require_f32(d, "subtract");
   require_same_size(a, d, "subtract");
   const float* pa = a.data();
   const float* pb = b.data();
@@ -311,6 +372,8 @@ void CpuBackend::adam_update(Tensor& x, const Tensor& g, Tensor& m, Tensor& v, c
   require_same_size(x, g, "adam_update");
   require_same_size(x, m, "adam_update");
   require_same_size(x, v, "adam_update");
+  for (const Tensor* t : {static_cast<const Tensor*>(&x), &g, static_cast<const Tensor*>(&m), static_cast<const Tensor*>(&v)})
+    require_f32(*t, "adam_update");
   // torch/optim's adam.lua, which neural-style uses: bias corrections folded
   // into the step size, epsilon added to sqrt(v) before the correction.
   const double t = double(state.step + 1);

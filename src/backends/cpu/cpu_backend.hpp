@@ -29,6 +29,8 @@ class CpuBackend final : public Backend {
   CpuBackend();
 
   std::string name() const override { return "cpu"; }
+  void set_precision(Precision precision) override;
+  Precision precision() const override { return precision_; }
   std::vector<std::string> describe() const override;
   void set_threads(int threads) override;
 
@@ -60,7 +62,10 @@ class CpuBackend final : public Backend {
   // For the layer implementations.
   const dnnl::engine& engine() const { return engine_; }
   dnnl::stream& stream() { return stream_; }
-  static dnnl::memory::desc describe_memory(const Shape& shape, Layout layout);
+  static dnnl::memory::desc describe_memory(const Shape& shape, Layout layout, DataType type = DataType::f32);
+  // The element type this backend gives activations now.
+  DataType feature_type() const { return precision_ == Precision::bf16 ? DataType::bf16 : DataType::f32; }
+  static dnnl::memory::data_type dnnl_type(DataType type);
   dnnl::memory wrap(const Tensor& tensor) const;
   // Memory for a layer's own use (reordered weights, workspaces); counted in
   // the peak like every other allocation and freed with the layer.
@@ -77,6 +82,7 @@ class CpuBackend final : public Backend {
  private:
   dnnl::engine engine_;
   dnnl::stream stream_;
+  Precision precision_ = Precision::f32;
   std::atomic<std::size_t> current_bytes_{0};
   std::atomic<std::size_t> peak_bytes_{0};
   std::shared_ptr<float> allocate_bytes(std::size_t bytes);

@@ -43,14 +43,15 @@ class CpuConvolution final : public ConvolutionLayer {
       // (the first layer's input) would fall back to its reference kernel,
       // 50x slower. So the first layer stages the image through NHWC
       // buffers: one cheap reorder each way.
-      auto src_md = CpuBackend::describe_memory(input, Layout::features);
+      const DataType type = backend_.feature_type();
+      auto src_md = CpuBackend::describe_memory(input, Layout::features, type);
       if (input_layout == Layout::planar) {
         staged_input_ = backend_.allocate(input, Layout::features);
         staged_gradient_ = backend_.allocate(input, Layout::features);
       }
-      auto dst_md = CpuBackend::describe_memory(output_, Layout::features);
+      auto dst_md = CpuBackend::describe_memory(output_, Layout::features, type);
       memory::desc weights_any({weights.out_channels, weights.in_channels, weights.kernel_h, weights.kernel_w},
-                               memory::data_type::f32, tag::any);
+                               CpuBackend::dnnl_type(type), tag::any);
       memory::desc bias_md({weights.out_channels}, memory::data_type::f32, tag::x);
 
       dnnl::post_ops relu;
@@ -176,8 +177,8 @@ class CpuPooling final : public PoolingLayer {
     algorithm alg = pooling == Pooling::max ? algorithm::pooling_max : algorithm::pooling_avg_exclude_padding;
     dnnl_checked(("planning pooling " + spec.name).c_str(), [&] {
       const auto& engine = backend_.engine();
-      auto src_md = CpuBackend::describe_memory(input, Layout::features);
-      auto dst_md = CpuBackend::describe_memory(output_, Layout::features);
+      auto src_md = CpuBackend::describe_memory(input, Layout::features, backend_.feature_type());
+      auto dst_md = CpuBackend::describe_memory(output_, Layout::features, backend_.feature_type());
       dnnl::pooling_forward::desc fwd_desc(prop_kind::forward_training, alg, src_md, dst_md, {s, s}, {k, k},
                                            pad_l, pad_r);
       dnnl::pooling_forward::primitive_desc fwd_pd(fwd_desc, engine);
@@ -227,7 +228,15 @@ class CpuPooling final : public PoolingLayer {
 // A window narrower than the map takes one matmul per row, accumulating.
 class CpuGram final : public GramOperator {
  public:
-  CpuGram(CpuBackend& backend, Shape features) : backend_(backend), shape_(features) {}
+  CpuGram(CpuBackend& backend, Shape features)
+      : backend_(backend), shape_(features), type_(backend.feature_type()) {
+    if (type_ == DataType::bf16) {
+      // The adjoint multiplies bf16 features by D; oneDNN's matmul takes
+      // both operands in one type, so D (f32, C x C) is rounded into this.
+      const memory::dim c = shape_.channels;
+      d_bf16_ = backend_.allocate_memory(memory::desc({c, c}, memory::data_type::bf16, memory::dims{c, 1}));
+    }
+  }
 
   void forward(const Tensor& features, const Window& window, float scale, Tensor& gram) override {
     check(features, window);
@@ -240,7 +249,7 @@ class CpuGram final : public GramOperator {
     float* g = gram.data();
     dnnl_checked("Gram matmul", [&] {
       for (int r = 0; r < runs; ++r) {
-        const float* f = features.data() + (std::size_t(window.y + r) * shape_.width + window.x) * c;
+        const void* f = element(features, (std::size_t(window.y + r) * shape_.width + window.x) * c);
         auto& primitive = r == 0 ? plan.first : plan.accumulate;
         execute(primitive, plan, f, f, g, scale);
       }
@@ -256,10 +265,21 @@ class CpuGram final : public GramOperator {
     int positions = full_rows ? int(window.area()) : window.width;
     auto& plan = adjoint_plan(positions);
     const int c = shape_.channels;
+    const void* d_operand = d.data();
+    if (type_ == DataType::bf16) {
+      dnnl_checked("Gram adjoint rounding", [&] {
+        memory from(memory::desc({c, c}, memory::data_type::f32, memory::dims{c, 1}), backend_.engine(),
+                    const_cast<float*>(d.data()));
+        dnnl::reorder(from, d_bf16_.memory).execute(backend_.stream(), from, d_bf16_.memory);
+        backend_.stream().wait();
+        return 0;
+      });
+      d_operand = d_bf16_.storage.get();
+    }
     dnnl_checked("Gram adjoint matmul", [&] {
       for (int r = 0; r < runs; ++r) {
         std::size_t offset = (std::size_t(window.y + r) * shape_.width + window.x) * c;
-        execute(plan.accumulate, plan, features.data() + offset, d.data(), grad_features.data() + offset, scale);
+        execute(plan.accumulate, plan, element(features, offset), d_operand, element(grad_features, offset), scale);
       }
       return 0;
     });
@@ -272,17 +292,21 @@ class CpuGram final : public GramOperator {
   };
 
   void check(const Tensor& features, const Window& window) const {
-    if (!(features.shape() == shape_) || features.layout() != Layout::features)
+    if (!(features.shape() == shape_) || features.layout() != Layout::features || features.type() != type_)
       fail("internal: Gram planned for ", shape_.describe(), " got ", features.shape().describe());
     if (window.y < 0 || window.x < 0 || window.y + window.height > shape_.height ||
         window.x + window.width > shape_.width || window.height <= 0 || window.width <= 0)
       fail("internal: Gram window outside the feature map");
   }
 
-  void execute(dnnl::matmul& primitive, Plan& plan, const float* a, const float* b, float* out, float scale) {
+  static void* element(const Tensor& t, std::size_t index) {
+    return const_cast<char*>(reinterpret_cast<const char*>(t.data())) + index * bytes_per_element(t.type());
+  }
+
+  void execute(dnnl::matmul& primitive, Plan& plan, const void* a, const void* b, void* out, float scale) {
     const auto& engine = backend_.engine();
-    memory src(plan.src, engine, const_cast<float*>(a));
-    memory weights(plan.weights, engine, const_cast<float*>(b));
+    memory src(plan.src, engine, const_cast<void*>(a));
+    memory weights(plan.weights, engine, const_cast<void*>(b));
     memory dst(plan.dst, engine, out);
     memory scales({{1}, memory::data_type::f32, tag::x}, engine, &scale);
     primitive.execute(backend_.stream(), {{DNNL_ARG_SRC, src},
@@ -310,8 +334,9 @@ class CpuGram final : public GramOperator {
     const memory::dim c = shape_.channels, k = positions;
     Plan plan;
     dnnl_checked("planning Gram matmul", [&] {
-      plan.src = memory::desc({c, k}, memory::data_type::f32, memory::dims{1, c});  // F^T
-      plan.weights = memory::desc({k, c}, memory::data_type::f32, memory::dims{c, 1});
+      const auto type = CpuBackend::dnnl_type(type_);  // products of bf16 accumulate in f32
+      plan.src = memory::desc({c, k}, type, memory::dims{1, c});  // F^T
+      plan.weights = memory::desc({k, c}, type, memory::dims{c, 1});
       plan.dst = memory::desc({c, c}, memory::data_type::f32, memory::dims{c, 1});
       make(plan, backend_.engine());
       return 0;
@@ -326,9 +351,10 @@ class CpuGram final : public GramOperator {
     const memory::dim c = shape_.channels, m = positions;
     Plan plan;
     dnnl_checked("planning Gram adjoint matmul", [&] {
-      plan.src = memory::desc({m, c}, memory::data_type::f32, memory::dims{c, 1});
-      plan.weights = memory::desc({c, c}, memory::data_type::f32, memory::dims{c, 1});
-      plan.dst = memory::desc({m, c}, memory::data_type::f32, memory::dims{c, 1});
+      const auto type = CpuBackend::dnnl_type(type_);
+      plan.src = memory::desc({m, c}, type, memory::dims{c, 1});
+      plan.weights = memory::desc({c, c}, type, memory::dims{c, 1});
+      plan.dst = memory::desc({m, c}, type, memory::dims{c, 1});
       make(plan, backend_.engine());
       return 0;
     });
@@ -337,6 +363,8 @@ class CpuGram final : public GramOperator {
 
   CpuBackend& backend_;
   Shape shape_;
+  DataType type_;
+  CpuBackend::OwnedMemory d_bf16_;
   std::map<int, Plan> gram_plans_;
   std::map<int, Plan> adjoint_plans_;
 };
