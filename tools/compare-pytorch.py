@@ -2,7 +2,9 @@
 """Runs tessera bench and PyTorch eager (../shared/bench/torch_gatys.py) on the
 same loop, sizes, iterations and threads, one after the other in this one run,
 and prints the table: iterations per minute for both, their ratio, tessera's
-achieved GFLOP/s against oneDNN's one-convolution peak, and peak memory.
+achieved GFLOP/s against oneDNN's one-convolution peak, peak memory, and
+tessera's bf16 loop beside its f32 one (speed-up, and the relative difference
+of the loss both evaluate at the same seeded initial image).
 
 Run it with Debian's python3 (it has torch):
     /usr/bin/python3 tools/compare-pytorch.py [--sizes 128,256,512] [--iterations 10] [--threads 2]
@@ -53,9 +55,10 @@ def main():
           f"forward {peak['forward_gflops']:.0f}, backward-to-input {peak['backward_data_gflops']:.0f} GFLOP/s")
     print(f"# command: /usr/bin/python3 tools/compare-pytorch.py --sizes {a.sizes} --iterations {a.iterations} "
           f"--threads {a.threads}")
-    header = ("size", "torch it/min", "tessera it/min", "ratio", "GFLOP/s", "% of peak", "torch MiB", "tessera MiB")
-    units = ("px", "1/min", "1/min", "x", "1e9/s", "%", "peak RSS", "peak RSS")
-    fmt = "{:>9} {:>13} {:>15} {:>7} {:>9} {:>10} {:>10} {:>12}"
+    header = ("size", "torch it/min", "tessera it/min", "ratio", "GFLOP/s", "% of peak", "torch MiB", "tessera MiB",
+              "bf16 it/min", "bf16/f32", "bf16 loss")
+    units = ("px", "1/min", "1/min", "x", "1e9/s", "%", "peak RSS", "peak RSS", "1/min", "x", "rel. diff")
+    fmt = "{:>9} {:>13} {:>15} {:>7} {:>9} {:>10} {:>10} {:>12} {:>12} {:>9} {:>10}"
     print(fmt.format(*header))
     print(fmt.format(*units))
     rows = []
@@ -63,14 +66,20 @@ def main():
         torch_row = run_json(["/usr/bin/python3", a.torch_script, "--model", a.model, "--size", size, "--iters",
                               str(a.iterations), "--optimizer", a.optimizer, "--threads", str(a.threads), "--json"])[0]
         ours = run_json([a.tessera, "bench", "--model", a.model, "--size", size, "--json"] + common)[0]
+        bf16 = run_json([a.tessera, "bench", "--model", a.model, "--size", size, "--json", "--precision", "bf16"]
+                        + common)[0]
         ratio = ours["iterations_per_minute"] / torch_row["iterations_per_minute"]
         share = 100.0 * ours["gflops"] / peak["forward_gflops"]
+        speedup = bf16["iterations_per_minute"] / ours["iterations_per_minute"]
+        loss_diff = abs(bf16["initial_loss"] - ours["initial_loss"]) / abs(ours["initial_loss"])
         print(fmt.format(ours["size"], f"{torch_row['iterations_per_minute']:.1f}",
                          f"{ours['iterations_per_minute']:.1f}", f"{ratio:.2f}", f"{ours['gflops']:.0f}",
                          f"{share:.0f}", f"{torch_row['peak_rss_bytes'] / 2**20:.0f}",
-                         f"{ours['peak_rss_bytes'] / 2**20:.0f}"), flush=True)
-        rows.append({"size": ours["size"], "torch": torch_row, "tessera": ours, "ratio": ratio,
-                     "percent_of_conv_peak": share})
+                         f"{ours['peak_rss_bytes'] / 2**20:.0f}", f"{bf16['iterations_per_minute']:.1f}",
+                         f"{speedup:.2f}", f"{loss_diff:.1e}"), flush=True)
+        rows.append({"size": ours["size"], "torch": torch_row, "tessera": ours, "tessera_bf16": bf16,
+                     "ratio": ratio, "percent_of_conv_peak": share, "bf16_speedup": speedup,
+                     "bf16_loss_relative_difference": loss_diff})
     if a.json:
         Path(a.json).write_text(json.dumps({"conv_peak": peak, "rows": rows}, indent=1) + "\n")
 

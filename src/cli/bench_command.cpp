@@ -89,10 +89,13 @@ nlohmann::json bench_one(const BenchOptions& o, const std::string& model, const 
   Renderer renderer(*backend, communicator, settings, std::move(inputs));
   weights = WeightSet{};  // the backend holds its own copy now
 
-  double warm_up_seconds = 0.0, total_seconds = 0.0, final_loss = 0.0;
+  double warm_up_seconds = 0.0, total_seconds = 0.0, initial_loss = 0.0, final_loss = 0.0;
   int done = 0;
   renderer.run([&](const IterationReport& r) {
-    if (r.iteration == 1) warm_up_seconds = r.seconds;
+    if (r.iteration == 1) {
+      warm_up_seconds = r.seconds;
+      initial_loss = r.losses.total();  // at the seeded initial image: comparable across precisions
+    }
     final_loss = r.losses.total();
     total_seconds = r.seconds;
     done = r.iteration;
@@ -106,6 +109,7 @@ nlohmann::json bench_one(const BenchOptions& o, const std::string& model, const 
           {"size", fmt::format("{}x{}", width, height)},
           {"backend", backend->name()},
           {"precision", o.precision},
+          {"initial_loss", initial_loss},
           {"final_loss", final_loss},
           {"optimizer", o.optimizer},
           {"threads", o.threads > 0 ? o.threads : int(sysconf(_SC_NPROCESSORS_ONLN))},
