@@ -117,8 +117,16 @@ class Backend {
   virtual double squared_distance(const Tensor& a, const Tensor& b, const Window& window,
                                   float grad_scale, Tensor* grad_a) = 0;
   // Total variation: 0.5 * weight * sum over the (H-1) x (W-1) grid of squared
-  // right and down differences; its gradient is added to grad.
-  virtual double total_variation(const Tensor& image, float weight, Tensor& grad) = 0;
+  // right and down differences; its gradient (from every cell) is added to
+  // grad. The value counts only the cells whose top-left pixel lies in
+  // `counted` (a tile's owned pixels).
+  virtual double total_variation(const Tensor& image, float weight, Tensor& grad, const Window& counted) = 0;
+  double total_variation(const Tensor& image, float weight, Tensor& grad) {
+    return total_variation(image, weight, grad, Window::whole(image.shape()));
+  }
+  // Planar images: copies source[window] into destination with its top-left
+  // corner at (x, y). Same channel count.
+  virtual void copy_window(const Tensor& source, const Window& window, Tensor& destination, int x, int y) = 0;
 
   // --- vectors (any layout; element-wise over all elements)
   virtual double dot(const Tensor& a, const Tensor& b) = 0;

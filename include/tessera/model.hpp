@@ -8,6 +8,8 @@
 
 #include "tessera/weights.hpp"
 
+// (MapSize avoids including tensor.hpp into model.hpp.)
+
 namespace tessera {
 
 enum class LayerKind { conv, relu, max_pool, avg_pool };
@@ -44,6 +46,15 @@ struct ReceptiveField {
   int stride_px = 1;
 };
 ReceptiveField receptive_field(const Architecture& arch, std::string_view layer_name);
+
+// The size of a layer's output for an input of height x width (convolutions
+// round down; pools round down, or up as Caffe does where ceil_mode is set).
+// Every backend must produce these sizes. Returns channels 0 when the input
+// is too small for some layer on the way.
+struct MapSize {
+  int channels = 0, height = 0, width = 0;
+};
+MapSize feature_map_size(const Architecture& arch, std::string_view layer_name, int height, int width);
 
 // Checks that `weights` match `arch` (names, shapes, order, a prefix of its
 // convolutions) and throws a tessera::Error naming the first mismatch.

@@ -40,6 +40,13 @@ struct StyleTargets {
   std::vector<Tensor> grams;
 };
 
+// Gram targets of the style layers (normalised as G = F F^T / (C N)),
+// blended as sum_k w_k G(style_k) with the weights normalised to sum to 1;
+// each style image has its own size and runs through a features-only network.
+StyleTargets compute_style_targets(Backend& backend, const Architecture& arch, const WeightSet& weights,
+                                   Pooling pooling, const std::vector<std::string>& layers,
+                                   const std::vector<const Tensor*>& styles, const std::vector<float>& blend_weights);
+
 class Objective {
  public:
   Objective(Backend& backend, const Architecture& arch, const WeightSet& weights, Shape image,

@@ -56,6 +56,10 @@ class Tensor {
   // The same memory seen with another shape (at most the capacity, same
   // element type): lets one planned buffer serve layers of different sizes.
   Tensor view(Shape shape, Layout layout) const;
+  // A contiguous part of this tensor, from element `offset`, seen with its
+  // own shape (planar f32 only): lets one optimiser vector hold every tile's
+  // owned pixels while each tile reads its own part.
+  Tensor slice(std::size_t offset, Shape shape) const;
 
  private:
   Shape shape_;

@@ -131,6 +131,27 @@ ReceptiveField receptive_field(const Architecture& arch, std::string_view layer_
   return field;
 }
 
+MapSize feature_map_size(const Architecture& arch, std::string_view layer_name, int height, int width) {
+  int index = arch.index_of(layer_name);
+  if (index < 0) fail("model ", arch.name, " has no layer '", layer_name, "'");
+  MapSize size{3, height, width};
+  for (int i = 0; i <= index; ++i) {
+    const auto& layer = arch.layers[i];
+    if (layer.kind == LayerKind::relu) continue;
+    auto out = [&](int in) {
+      if (in + 2 * layer.pad < layer.kernel) return 0;
+      int span = in + 2 * layer.pad - layer.kernel;
+      if (layer.kind == LayerKind::conv || !layer.ceil_mode) return span / layer.stride + 1;
+      int n = (span + layer.stride - 1) / layer.stride + 1;
+      if ((n - 1) * layer.stride >= in + layer.pad) --n;
+      return n;
+    };
+    size = {layer.out_channels, out(size.height), out(size.width)};
+    if (size.height < 1 || size.width < 1) return {};
+  }
+  return size;
+}
+
 void validate_weights(const Architecture& arch, const WeightSet& weights) {
   if (weights.architecture != arch.name)
     fail("weights are for model '", weights.architecture, "', not '", arch.name, "'");

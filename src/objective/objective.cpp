@@ -51,8 +51,9 @@ void Objective::set_content(const Tensor& content) {
   have_content_ = true;
 }
 
-void Objective::set_styles(const std::vector<const Tensor*>& styles, const std::vector<float>& blend_weights,
-                           const WeightSet& weights) {
+StyleTargets compute_style_targets(Backend& backend, const Architecture& arch, const WeightSet& weights,
+                                   Pooling pooling, const std::vector<std::string>& layers,
+                                   const std::vector<const Tensor*>& styles, const std::vector<float>& blend_weights) {
   if (styles.empty()) fail("no style image given");
   if (blend_weights.size() != styles.size())
     fail("got ", blend_weights.size(), " style blend weights for ", styles.size(), " style images");
@@ -63,27 +64,34 @@ void Objective::set_styles(const std::vector<const Tensor*>& styles, const std::
   }
   if (!(total_weight > 0.0)) fail("style blend weights sum to zero");
 
-  targets_.grams.clear();
-  for (std::size_t l = 0; l < style_taps_.size(); ++l)
-    targets_.grams.push_back(backend_.allocate(grams_[l].shape(), Layout::planar));
-  if (settings_.style_layers.empty()) {
-    have_style_ = true;
-    return;
-  }
+  StyleTargets targets;
+  targets.layers = layers;
+  if (layers.empty()) return targets;
+  std::vector<Tensor> scratch;
   for (std::size_t k = 0; k < styles.size(); ++k) {
-    // Each style image has its own size, so its own (temporary) network.
-    Network style_network(backend_, arch_, weights, settings_.pooling, styles[k]->shape(),
-                          settings_.style_layers, NetworkUse::features_only);
-    style_network.forward(*styles[k]);
-    for (std::size_t l = 0; l < style_taps_.size(); ++l) {
-      int tap = style_network.tap_index(settings_.style_layers[l]);
-      Shape features = style_network.tap_shape(tap);
-      auto gram_op = backend_.plan_gram(features);
+    Network network(backend, arch, weights, pooling, styles[k]->shape(), layers, NetworkUse::features_only);
+    network.forward(*styles[k]);
+    for (std::size_t l = 0; l < layers.size(); ++l) {
+      int tap = network.tap_index(layers[l]);
+      Shape features = network.tap_shape(tap);
+      Shape gram{1, features.channels, features.channels};
+      if (k == 0) {
+        targets.grams.push_back(backend.allocate(gram, Layout::planar));
+        scratch.push_back(backend.allocate(gram, Layout::planar));
+      }
+      auto gram_op = backend.plan_gram(features);
       float normaliser = 1.0f / float(double(features.channels) * features.plane());
-      gram_op->forward(style_network.features(tap), Window::whole(features), normaliser, differences_[l]);
-      backend_.axpy(float(blend_weights[k] / total_weight), differences_[l], targets_.grams[l]);
+      gram_op->forward(network.features(tap), Window::whole(features), normaliser, scratch[l]);
+      backend.axpy(float(blend_weights[k] / total_weight), scratch[l], targets.grams[l]);
     }
   }
+  return targets;
+}
+
+void Objective::set_styles(const std::vector<const Tensor*>& styles, const std::vector<float>& blend_weights,
+                           const WeightSet& weights) {
+  targets_ = compute_style_targets(backend_, arch_, weights, settings_.pooling, settings_.style_layers, styles,
+                                   blend_weights);
   have_style_ = true;
 }
 

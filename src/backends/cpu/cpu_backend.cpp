@@ -245,7 +245,26 @@ double CpuBackend::squared_distance(const Tensor& a, const Tensor& b, const Wind
   return total;
 }
 
-double CpuBackend::total_variation(const Tensor& image, float weight, Tensor& grad) {
+void CpuBackend::copy_window(const Tensor& source, const Window& window, Tensor& destination, int x, int y) {
+  require_f32(source, "copy_window");
+  require_f32(destination, "copy_window");
+  const Shape& s = source.shape();
+  const Shape& d = destination.shape();
+  if (source.layout() != Layout::planar || destination.layout() != Layout::planar || s.channels != d.channels ||
+      window.x < 0 || window.y < 0 || window.x + window.width > s.width || window.y + window.height > s.height ||
+      x < 0 || y < 0 || x + window.width > d.width || y + window.height > d.height)
+    fail("internal: copy_window out of bounds");
+  const float* from = source.data();
+  float* to = destination.data();
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int c = 0; c < s.channels; ++c)
+    for (int row = 0; row < window.height; ++row)
+      std::memcpy(to + (std::size_t(c) * d.height + y + row) * d.width + x,
+                  from + (std::size_t(c) * s.height + window.y + row) * s.width + window.x,
+                  std::size_t(window.width) * sizeof(float));
+}
+
+double CpuBackend::total_variation(const Tensor& image, float weight, Tensor& grad, const Window& counted) {
   require_f32(image, "total_variation");
   require_f32(grad, "total_variation");
   if (image.layout() != Layout::planar || grad.layout() != Layout::planar)
@@ -272,7 +291,8 @@ double CpuBackend::total_variation(const Tensor& image, float weight, Tensor& gr
         if (i < h - 1 && j < w - 1) {
           float dx = v - row[j + 1];
           float dy = v - row[j + w];
-          sum += double(dx) * dx + double(dy) * dy;
+          if (i >= counted.y && i < counted.y + counted.height && j >= counted.x && j < counted.x + counted.width)
+            sum += double(dx) * dx + double(dy) * dy;
           gv += dx + dy;
         }
         if (i < h - 1 && j > 0) gv -= row[j - 1] - v;

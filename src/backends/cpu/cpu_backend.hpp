@@ -47,7 +47,9 @@ class CpuBackend final : public Backend {
 
   double squared_distance(const Tensor& a, const Tensor& b, const Window& window, float grad_scale,
                           Tensor* grad_a) override;
-  double total_variation(const Tensor& image, float weight, Tensor& grad) override;
+  double total_variation(const Tensor& image, float weight, Tensor& grad, const Window& counted) override;
+  using Backend::total_variation;
+  void copy_window(const Tensor& source, const Window& window, Tensor& destination, int x, int y) override;
 
   double dot(const Tensor& a, const Tensor& b) override;
   double sum_abs(const Tensor& a) override;

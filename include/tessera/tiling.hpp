@@ -1,0 +1,67 @@
+// Tiles in global pixel coordinates (DESIGN.md sections 2 and 3): each tile
+// owns a box of the image and computes on that box grown by a halo wide
+// enough that every owned pixel's gradient is exact.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "tessera/model.hpp"
+
+namespace tessera {
+
+// Half-open box [x0, x1) x [y0, y1) in image pixels.
+struct Box {
+  int x0 = 0, y0 = 0, x1 = 0, y1 = 0;
+
+  int width() const { return x1 - x0; }
+  int height() const { return y1 - y0; }
+  long long area() const { return empty() ? 0 : (long long)width() * height(); }
+  bool empty() const { return x1 <= x0 || y1 <= y0; }
+  Box grow(int by) const { return {x0 - by, y0 - by, x1 + by, y1 + by}; }
+  Box intersect(const Box& o) const;
+  Box shift(int dx, int dy) const { return {x0 + dx, y0 + dy, x1 + dx, y1 + dy}; }
+  bool contains(const Box& o) const { return o.x0 >= x0 && o.y0 >= y0 && o.x1 <= x1 && o.y1 <= y1; }
+  bool operator==(const Box&) const = default;
+  std::string describe() const;
+};
+
+struct Tile {
+  int index = 0;  // row-major in the grid
+  int row = 0, column = 0;
+  Box owned;  // the pixels this tile's optimiser state holds
+  Box grown;  // owned grown by the halo, clipped to the image: what it computes on
+};
+
+// The decomposition of a width x height image into rows x columns tiles.
+// Tile boundaries inside the image are multiples of `stride` (the backbone's
+// total stride, so that pooling sees the whole image's grid); `halo` is a
+// multiple of it too.
+struct TileGrid {
+  int width = 0, height = 0;
+  int rows = 1, columns = 1;
+  int stride = 1;
+  int halo = 0;
+  std::vector<Tile> tiles;
+
+  // Throws tessera::Error when the image is too small for that many tiles
+  // (each needs at least one stride of owned pixels in each direction).
+  static TileGrid make(int width, int height, int rows, int columns, int stride, int halo);
+  Box image() const { return {0, 0, width, height}; }
+};
+
+// The cumulative stride of the deepest of `layers`.
+int total_stride_for(const Architecture& arch, const std::vector<std::string>& layers);
+// The exact halo: the largest receptive field among `layers`, rounded up to
+// a multiple of the total stride. A feature at q depends on input within its
+// field; the gradient at an owned pixel collects features whose field holds
+// it, so input up to one field beyond the tile must be real pixels.
+int halo_width_for(const Architecture& arch, const std::vector<std::string>& layers);
+
+// Parses "2x3" (rows x columns); throws tessera::Error otherwise.
+void parse_tile_grid(const std::string& text, int& rows, int& columns);
+
+// Which rank owns each tile: contiguous runs of tiles, as even as possible.
+std::vector<int> place_tiles(int tile_count, int rank_count);
+
+}  // namespace tessera

@@ -1,0 +1,95 @@
+#include <algorithm>
+#include <charconv>
+#include <sstream>
+
+#include "tessera/error.hpp"
+#include "tessera/tiling.hpp"
+
+namespace tessera {
+
+Box Box::intersect(const Box& o) const {
+  Box b{std::max(x0, o.x0), std::max(y0, o.y0), std::min(x1, o.x1), std::min(y1, o.y1)};
+  if (b.empty()) return {};
+  return b;
+}
+
+std::string Box::describe() const {
+  std::ostringstream text;
+  text << "x [" << x0 << "," << x1 << ") y [" << y0 << "," << y1 << ")";
+  return text.str();
+}
+
+namespace {
+
+// Cut [0, length) into `parts` pieces whose inner boundaries are multiples of
+// `stride`, as even as possible; the last piece takes the remainder.
+std::vector<int> cut(int length, int parts, int stride, const char* axis) {
+  int units = length / stride;  // whole strides
+  if (units < parts)
+    fail("the image is too small for ", parts, " tiles ", axis, ": ", length, " px holds only ", units,
+         " steps of ", stride, " px (the backbone's total stride)");
+  std::vector<int> bounds(parts + 1, 0);
+  for (int k = 1; k < parts; ++k) bounds[k] = int((long long)units * k / parts) * stride;
+  bounds[parts] = length;
+  return bounds;
+}
+
+}  // namespace
+
+TileGrid TileGrid::make(int width, int height, int rows, int columns, int stride, int halo) {
+  if (rows < 1 || columns < 1) fail("a tile grid needs at least 1x1 tiles, got ", rows, "x", columns);
+  if (stride < 1 || halo < 0 || halo % stride != 0)
+    fail("internal: halo ", halo, " must be a non-negative multiple of the stride ", stride);
+  TileGrid grid;
+  grid.width = width;
+  grid.height = height;
+  grid.rows = rows;
+  grid.columns = columns;
+  grid.stride = stride;
+  grid.halo = halo;
+  auto ys = cut(height, rows, stride, "down");
+  auto xs = cut(width, columns, stride, "across");
+  for (int r = 0; r < rows; ++r)
+    for (int c = 0; c < columns; ++c) {
+      Tile tile;
+      tile.index = r * columns + c;
+      tile.row = r;
+      tile.column = c;
+      tile.owned = {xs[c], ys[r], xs[c + 1], ys[r + 1]};
+      tile.grown = tile.owned.grow(halo).intersect(grid.image());
+      grid.tiles.push_back(tile);
+    }
+  return grid;
+}
+
+int total_stride_for(const Architecture& arch, const std::vector<std::string>& layers) {
+  int stride = 1;
+  for (const auto& layer : layers) stride = std::max(stride, receptive_field(arch, layer).stride_px);
+  return stride;
+}
+
+int halo_width_for(const Architecture& arch, const std::vector<std::string>& layers) {
+  int stride = total_stride_for(arch, layers);
+  int field = 1;
+  for (const auto& layer : layers) field = std::max(field, receptive_field(arch, layer).size_px);
+  return (field + stride - 1) / stride * stride;
+}
+
+void parse_tile_grid(const std::string& text, int& rows, int& columns) {
+  auto x = text.find('x');
+  auto number = [&](std::string_view part, int& out) {
+    auto [end, error] = std::from_chars(part.data(), part.data() + part.size(), out);
+    return error == std::errc() && end == part.data() + part.size() && out >= 1 && out <= 4096;
+  };
+  if (x == std::string::npos || !number(std::string_view(text).substr(0, x), rows) ||
+      !number(std::string_view(text).substr(x + 1), columns))
+    fail("bad tile grid '", text, "': expected ROWSxCOLUMNS, such as 2x3");
+}
+
+std::vector<int> place_tiles(int tile_count, int rank_count) {
+  std::vector<int> owner(tile_count);
+  for (int t = 0; t < tile_count; ++t) owner[t] = int((long long)t * rank_count / tile_count);
+  return owner;
+}
+
+}  // namespace tessera
