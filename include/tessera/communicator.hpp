@@ -3,8 +3,17 @@
 #pragma once
 
 #include <span>
+#include <vector>
+
+#include "tessera/error.hpp"
 
 namespace tessera {
+
+// One point-to-point message of a halo exchange.
+struct Transfer {
+  int peer = 0;
+  std::span<float> data;
+};
 
 class Communicator {
  public:
@@ -15,6 +24,12 @@ class Communicator {
   virtual void sum(std::span<double> values) = 0;
   virtual void sum(std::span<float> values) = 0;
   virtual double max(double value) = 0;
+  // Posts every receive and send (at most one message per peer each way),
+  // then waits for all of them.
+  virtual void exchange(const std::vector<Transfer>& sends, const std::vector<Transfer>& receives) = 0;
+  // Rank 0 receives every rank's `local` into `gathered` (in rank order);
+  // sizes may differ between ranks. Other ranks get `gathered` empty.
+  virtual void gather_to_root(std::span<const float> local, std::vector<float>& gathered) = 0;
 
   double sum(double value) {
     sum(std::span<double>(&value, 1));
@@ -30,6 +45,12 @@ class SingleProcess final : public Communicator {
   void sum(std::span<double>) override {}
   void sum(std::span<float>) override {}
   double max(double value) override { return value; }
+  void exchange(const std::vector<Transfer>& sends, const std::vector<Transfer>& receives) override {
+    if (!sends.empty() || !receives.empty()) fail("internal: a single process has no peers to exchange with");
+  }
+  void gather_to_root(std::span<const float> local, std::vector<float>& gathered) override {
+    gathered.assign(local.begin(), local.end());
+  }
   using Communicator::sum;
 };
 

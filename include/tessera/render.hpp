@@ -15,6 +15,7 @@
 #include "tessera/image.hpp"
 #include "tessera/objective.hpp"
 #include "tessera/optimizer.hpp"
+#include "tessera/tiled_objective.hpp"
 
 namespace tessera {
 
@@ -30,6 +31,11 @@ struct RenderSettings {
   std::uint64_t seed = 0;
   InitKind init = InitKind::random;
   bool original_colors = false;
+  // Tiles (rows x columns) and their halo in pixels; -1: the exact halo
+  // from the receptive field of the deepest layer in use.
+  int tile_rows = 1;
+  int tile_columns = 1;
+  int halo_px = -1;
 };
 
 struct RenderInputs {
@@ -60,21 +66,22 @@ class Renderer {
 
   // Why run() stopped before its planned iterations, if it did.
   const std::string& stop_reason() const { return stop_reason_; }
-  // The current image in RGB (with the content's colours when original_colors).
+  // The current image in RGB (with the content's colours when
+  // original_colors), gathered from every rank: a collective call; ranks
+  // other than 0 get an empty image.
   Image image() const;
-  LossTerms measure();  // loss terms at the current image, no update
-  Objective& objective() { return *objective_; }
+  TiledObjective& objective() { return *objective_; }
   Backend& backend() { return backend_; }
 
  private:
-  Tensor upload_image(const Image& rgb);
+  std::vector<float> to_input_domain(const Image& rgb) const;
 
   Backend& backend_;
   Communicator& communicator_;
   RenderSettings settings_;
   RenderInputs inputs_;
   ColorTransform to_input_, to_rgb_;
-  std::unique_ptr<Objective> objective_;
+  std::unique_ptr<TiledObjective> objective_;
   std::unique_ptr<Optimizer> optimizer_;
   Tensor image_, gradient_;
   std::string stop_reason_;

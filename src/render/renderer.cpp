@@ -16,53 +16,72 @@ Renderer::Renderer(Backend& backend, Communicator& communicator, RenderSettings 
   const Architecture& arch = architecture(settings_.model);
   to_input_ = inputs_.weights->input;
   to_rgb_ = to_input_.inverse();
+  const int width = inputs_.content.width, height = inputs_.content.height;
 
-  Shape shape{3, inputs_.content.height, inputs_.content.width};
-  objective_ = std::make_unique<Objective>(backend_, arch, *inputs_.weights, shape, settings_.objective,
-                                           communicator_);
-  if (!settings_.objective.content_layers.empty()) objective_->set_content(upload_image(inputs_.content));
+  // The tile grid: boundaries on the total stride of the layers in use, the
+  // exact halo unless the user asked for a smaller one.
+  std::vector<std::string> layers = settings_.objective.content_layers;
+  layers.insert(layers.end(), settings_.objective.style_layers.begin(), settings_.objective.style_layers.end());
+  for (const auto& layer : layers)
+    if (arch.index_of(layer) < 0) fail("model ", arch.name, " has no layer '", layer, "'");
+  int stride = total_stride_for(arch, layers);
+  int halo = settings_.halo_px < 0 ? halo_width_for(arch, layers) : (settings_.halo_px + stride - 1) / stride * stride;
+  TileGrid grid = TileGrid::make(width, height, settings_.tile_rows, settings_.tile_columns, stride, halo);
+  auto owners = place_tiles(int(grid.tiles.size()), communicator_.size());
+  objective_ = std::make_unique<TiledObjective>(backend_, arch, *inputs_.weights, std::move(grid), std::move(owners),
+                                                settings_.objective, communicator_);
+  if (!settings_.objective.content_layers.empty()) objective_->set_content(to_input_domain(inputs_.content));
   if (!settings_.objective.style_layers.empty()) {
     std::vector<Tensor> styles;
     std::vector<const Tensor*> pointers;
-    for (const auto& style : inputs_.styles) styles.push_back(upload_image(style));
+    for (const auto& style : inputs_.styles) {
+      Tensor t = backend_.allocate({3, style.height, style.width}, Layout::planar);
+      backend_.upload(to_input_domain(style), t);
+      styles.push_back(std::move(t));
+    }
     for (const auto& style : styles) pointers.push_back(&style);
     std::vector<float> blend = inputs_.blend_weights;
     if (blend.empty()) blend.assign(styles.size(), 1.0f);
-    objective_->set_styles(pointers, blend, *inputs_.weights);
+    objective_->set_style_targets(compute_style_targets(backend_, arch, *inputs_.weights, settings_.objective.pooling,
+                                                        settings_.objective.style_layers, pointers, blend));
   }
 
+  // The starting image, whole on every rank (the same on any rank count),
+  // of which each rank keeps its tiles' part.
+  std::vector<float> start;
   switch (settings_.init) {
     case InitKind::content:
-      image_ = upload_image(inputs_.content);
+      start = to_input_domain(inputs_.content);
       break;
     case InitKind::image:
       if (!inputs_.init_image) fail("internal: init image missing");
-      if (inputs_.init_image->width != shape.width || inputs_.init_image->height != shape.height)
+      if (inputs_.init_image->width != width || inputs_.init_image->height != height)
         fail("internal: init image has the wrong size");
-      image_ = upload_image(*inputs_.init_image);
+      start = to_input_domain(*inputs_.init_image);
       break;
     case InitKind::random: {
       // neural-style: normal noise of standard deviation 0.001 in the
       // backbone's input domain, from the seed.
       std::mt19937_64 generator(settings_.seed);
       std::normal_distribution<float> normal(0.0f, 0.001f);
-      std::vector<float> noise(shape.elements());
-      for (auto& v : noise) v = normal(generator);
-      image_ = backend_.allocate(shape, Layout::planar);
-      backend_.upload(noise, image_);
+      start.resize(3 * std::size_t(width) * height);
+      for (auto& v : start) v = normal(generator);
       break;
     }
   }
-  gradient_ = backend_.allocate(shape, Layout::planar);
+  Shape local{int(objective_->local_elements()), 1, 1};
+  image_ = backend_.allocate(local, Layout::planar);
+  backend_.upload(objective_->local_part(start), image_);
+  gradient_ = backend_.allocate(local, Layout::planar);
   inputs_.weights = nullptr;  // planned and targets set: the caller may free them
 
   if (settings_.optimizer == "lbfgs") {
-    optimizer_ = std::make_unique<Lbfgs>(backend_, communicator_, shape,
+    optimizer_ = std::make_unique<Lbfgs>(backend_, communicator_, local,
                                          LbfgsSettings{settings_.lbfgs_history, 1.0f});
   } else if (settings_.optimizer == "adam") {
     AdamSettings adam;
     adam.learning_rate = settings_.learning_rate;
-    optimizer_ = std::make_unique<Adam>(backend_, shape, adam);
+    optimizer_ = std::make_unique<Adam>(backend_, local, adam);
   } else {
     fail("unknown optimizer '", settings_.optimizer, "' (lbfgs or adam)");
   }
@@ -70,7 +89,7 @@ Renderer::Renderer(Backend& backend, Communicator& communicator, RenderSettings 
 
 Renderer::~Renderer() = default;
 
-Tensor Renderer::upload_image(const Image& rgb) {
+std::vector<float> Renderer::to_input_domain(const Image& rgb) const {
   std::vector<float> planar(rgb.pixels.size());
   const std::size_t plane = rgb.plane_size();
   for (std::size_t p = 0; p < plane; ++p) {
@@ -79,9 +98,7 @@ Tensor Renderer::upload_image(const Image& rgb) {
     planar[plane + p] = v[1];
     planar[2 * plane + p] = v[2];
   }
-  Tensor t = backend_.allocate({3, rgb.height, rgb.width}, Layout::planar);
-  backend_.upload(planar, t);
-  return t;
+  return planar;
 }
 
 int Renderer::run(const std::function<bool(const IterationReport&)>& on_iteration) {
@@ -119,12 +136,20 @@ int Renderer::run(const std::function<bool(const IterationReport&)>& on_iteratio
   return done;
 }
 
-LossTerms Renderer::measure() { return objective_->measure(image_); }
-
 Image Renderer::image() const {
-  Image out(image_.shape().width, image_.shape().height);
-  std::vector<float> planar(image_.elements());
-  backend_.download(image_, planar);
+  std::vector<float> local(image_.elements());
+  backend_.download(image_, local);
+  std::vector<float> gathered;
+  communicator_.gather_to_root(local, gathered);
+  if (communicator_.rank() != 0) return {};
+  const TileGrid& grid = objective_->grid();
+  std::vector<float> planar(3 * std::size_t(grid.width) * grid.height);
+  const float* part = gathered.data();
+  for (int rank = 0; rank < communicator_.size(); ++rank) {
+    objective_->place_rank(rank, part, planar);
+    part += objective_->elements_of_rank(rank);
+  }
+  Image out(grid.width, grid.height);
   const std::size_t plane = out.plane_size();
   for (std::size_t p = 0; p < plane; ++p) {
     auto v = to_rgb_.apply({planar[p], planar[plane + p], planar[2 * plane + p]});

@@ -1,0 +1,79 @@
+// The objective over a tiled image (DESIGN.md sections 2 and 3): each rank
+// holds the owned pixels of its tiles, refreshes their halos from the tiles
+// that own them, sums Gram statistics over owned feature positions only,
+// all-reduces them, and back-propagates every tile on its own. One tile on
+// one rank is the whole-image render; many tiles on one rank go out of core.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "tessera/backend.hpp"
+#include "tessera/communicator.hpp"
+#include "tessera/network.hpp"
+#include "tessera/objective.hpp"
+#include "tessera/tiling.hpp"
+
+namespace tessera {
+
+class TiledObjective {
+ public:
+  // `owners[t]` is the rank that owns tile t.
+  TiledObjective(Backend& backend, const Architecture& arch, const WeightSet& weights, TileGrid grid,
+                 std::vector<int> owners, ObjectiveSettings settings, Communicator& communicator);
+  ~TiledObjective();
+
+  const TileGrid& grid() const { return grid_; }
+  const std::vector<int>& owners() const { return owners_; }
+  // The length of this rank's vectors: its tiles' owned pixels, 3 planes each,
+  // one tile after another in tile order.
+  std::size_t local_elements() const { return local_elements_; }
+  // A full planar 3 x H x W host image -> this rank's part, and back (only
+  // this rank's boxes are written into `full`).
+  std::vector<float> local_part(const std::vector<float>& full) const;
+  void place_local(const std::vector<float>& local, std::vector<float>& full) const;
+  // The same for the parts of another rank's tiles (for gathering).
+  void place_rank(int rank, const float* part, std::vector<float>& full) const;
+  std::size_t elements_of_rank(int rank) const;
+
+  // Targets. The content image is the full image (input domain, planar);
+  // each tile keeps the content features of its grown box.
+  void set_content(const std::vector<float>& full_content);
+  void set_style_targets(StyleTargets targets);
+
+  // Loss at this rank's part of the image and its gradient (overwritten);
+  // the loss terms are global (the same on every rank).
+  LossTerms evaluate(const Tensor& local_image, Tensor& local_gradient);
+  double flops_per_evaluation() const;
+
+ private:
+  struct Planned;
+  struct LocalTile;
+  struct HaloItem;
+  Planned& planned_for(const Box& grown);
+  void fill_halos(const Tensor& local_image);
+  Window owned_features(const LocalTile& tile, int tap_stride, const MapSize& global) const;
+
+  Backend& backend_;
+  const Architecture& arch_;
+  ObjectiveSettings settings_;
+  Communicator& communicator_;
+  TileGrid grid_;
+  std::vector<int> owners_;
+  std::vector<std::string> taps_;
+  std::vector<MapSize> global_content_, global_style_;
+  std::vector<int> content_stride_, style_stride_;
+  std::map<std::pair<int, int>, std::unique_ptr<Planned>> planned_;
+  std::vector<LocalTile> tiles_;
+  std::size_t local_elements_ = 0;
+  std::vector<HaloItem> halo_;
+  std::vector<std::vector<float>> send_buffers_, receive_buffers_;
+  std::vector<int> send_peers_, receive_peers_;
+  StyleTargets targets_;
+  std::vector<Tensor> grams_, scratch_, differences_;
+  Tensor gram_buffer_;  // every style layer's Gram sum, one all-reduce
+};
+
+}  // namespace tessera

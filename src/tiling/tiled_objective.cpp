@@ -1,0 +1,379 @@
+#include "tessera/tiled_objective.hpp"
+
+#include <algorithm>
+
+#include "tessera/error.hpp"
+
+namespace tessera {
+
+// One planned network per distinct grown-box shape (at most nine for any
+// grid: first, inner and last tiles in each direction), shared by the tiles
+// of that shape; `resident` is the tile whose activations it holds now.
+struct TiledObjective::Planned {
+  std::unique_ptr<Network> network;
+  std::vector<int> content_taps, style_taps;
+  std::vector<std::unique_ptr<GramOperator>> grams;
+  int resident = -1;
+};
+
+struct TiledObjective::LocalTile {
+  Tile tile;
+  std::size_t offset = 0;  // into this rank's vectors
+  Planned* planned = nullptr;
+  Tensor grown_image, grown_gradient;
+  std::vector<Tensor> content_targets;
+};
+
+// A box of pixels one tile owns that another's halo needs. Local copies go
+// device to device; remote ones through the per-peer buffers, packed in plan
+// order (the same order on both sides).
+struct TiledObjective::HaloItem {
+  enum Kind { local_copy, send, receive } kind = local_copy;
+  int from_local = -1;  // local tile index owning the pixels (local_copy, send)
+  int to_local = -1;    // local tile index whose halo needs them (local_copy, receive)
+  Box box;              // in image pixels
+  int peer = -1;        // send, receive
+  std::size_t buffer_offset = 0;
+  Tensor staging;       // 3 x box, for send and receive
+};
+
+namespace {
+
+std::vector<std::string> union_of(const std::vector<std::string>& a, const std::vector<std::string>& b) {
+  std::vector<std::string> all = a;
+  for (const auto& name : b)
+    if (std::find(all.begin(), all.end(), name) == all.end()) all.push_back(name);
+  return all;
+}
+
+Window window_in(const Box& box, const Box& frame) {
+  return {box.y0 - frame.y0, box.x0 - frame.x0, box.height(), box.width()};
+}
+
+}  // namespace
+
+TiledObjective::TiledObjective(Backend& backend, const Architecture& arch, const WeightSet& weights, TileGrid grid,
+                               std::vector<int> owners, ObjectiveSettings settings, Communicator& communicator)
+    : backend_(backend), arch_(arch), settings_(std::move(settings)), communicator_(communicator),
+      grid_(std::move(grid)), owners_(std::move(owners)) {
+  if (owners_.size() != grid_.tiles.size()) fail("internal: one owner per tile needed");
+  if (settings_.content_layers.empty() && settings_.style_layers.empty()) fail("no content or style layer given");
+  taps_ = union_of(settings_.content_layers, settings_.style_layers);
+  for (const auto& layer : settings_.content_layers) {
+    global_content_.push_back(feature_map_size(arch_, layer, grid_.height, grid_.width));
+    content_stride_.push_back(receptive_field(arch_, layer).stride_px);
+  }
+  for (const auto& layer : settings_.style_layers) {
+    global_style_.push_back(feature_map_size(arch_, layer, grid_.height, grid_.width));
+    style_stride_.push_back(receptive_field(arch_, layer).stride_px);
+  }
+  for (const auto& size : global_content_)
+    if (size.channels == 0) fail("the image (", grid_.width, "x", grid_.height, ") is too small for this network");
+  for (const auto& size : global_style_)
+    if (size.channels == 0) fail("the image (", grid_.width, "x", grid_.height, ") is too small for this network");
+
+  // This rank's tiles, their networks (planned now, while the weights are at
+  // hand) and their slices of the rank's vectors.
+  const int me = communicator_.rank();
+  for (const Tile& tile : grid_.tiles) {
+    if (owners_[tile.index] != me) continue;
+    LocalTile local;
+    local.tile = tile;
+    local.offset = local_elements_;
+    local_elements_ += 3 * std::size_t(tile.owned.area());
+    auto key = std::make_pair(tile.grown.height(), tile.grown.width());
+    auto& planned = planned_[key];
+    if (!planned) {
+      planned = std::make_unique<Planned>();
+      Shape shape{3, tile.grown.height(), tile.grown.width()};
+      planned->network = std::make_unique<Network>(backend_, arch_, weights, settings_.pooling, shape, taps_);
+      for (const auto& layer : settings_.content_layers)
+        planned->content_taps.push_back(planned->network->tap_index(layer));
+      for (const auto& layer : settings_.style_layers) {
+        int tap = planned->network->tap_index(layer);
+        planned->style_taps.push_back(tap);
+        planned->grams.push_back(backend_.plan_gram(planned->network->tap_shape(tap)));
+      }
+    }
+    local.planned = planned.get();
+    local.grown_image = backend_.allocate({3, tile.grown.height(), tile.grown.width()}, Layout::planar);
+    local.grown_gradient = backend_.allocate({3, tile.grown.height(), tile.grown.width()}, Layout::planar);
+    tiles_.push_back(std::move(local));
+  }
+
+  // Gram sums of all style layers in one buffer: one all-reduce.
+  std::size_t gram_elements = 0;
+  for (const auto& size : global_style_) gram_elements += std::size_t(size.channels) * size.channels;
+  if (gram_elements > 0) {
+    gram_buffer_ = backend_.allocate({int(gram_elements), 1, 1}, Layout::planar);
+    std::size_t offset = 0;
+    for (const auto& size : global_style_) {
+      Shape gram{1, size.channels, size.channels};
+      grams_.push_back(gram_buffer_.slice(offset, gram));
+      offset += gram.elements();
+      scratch_.push_back(backend_.allocate(gram, Layout::planar));
+      differences_.push_back(backend_.allocate(gram, Layout::planar));
+    }
+  }
+
+  // The halo plan, built once: who needs which owned box from whom.
+  std::map<int, int> local_index;
+  for (std::size_t i = 0; i < tiles_.size(); ++i) local_index[tiles_[i].tile.index] = int(i);
+  std::map<int, std::size_t> send_size, receive_size;
+  for (const Tile& needing : grid_.tiles)
+    for (const Tile& owning : grid_.tiles) {
+      Box box = owning.owned.intersect(needing.grown);
+      if (box.empty()) continue;
+      bool need_here = owners_[needing.index] == me, own_here = owners_[owning.index] == me;
+      HaloItem item;
+      item.box = box;
+      if (need_here && own_here) {
+        item.kind = HaloItem::local_copy;
+        item.from_local = local_index[owning.index];
+        item.to_local = local_index[needing.index];
+      } else if (own_here) {
+        item.kind = HaloItem::send;
+        item.from_local = local_index[owning.index];
+        item.peer = owners_[needing.index];
+        item.buffer_offset = send_size[item.peer];
+        send_size[item.peer] += 3 * std::size_t(box.area());
+      } else if (need_here) {
+        item.kind = HaloItem::receive;
+        item.to_local = local_index[needing.index];
+        item.peer = owners_[owning.index];
+        item.buffer_offset = receive_size[item.peer];
+        receive_size[item.peer] += 3 * std::size_t(box.area());
+      } else {
+        continue;
+      }
+      if (item.kind != HaloItem::local_copy)
+        item.staging = backend_.allocate({3, box.height(), box.width()}, Layout::planar);
+      halo_.push_back(std::move(item));
+    }
+  for (auto& [peer, size] : send_size) {
+    send_peers_.push_back(peer);
+    send_buffers_.emplace_back(size);
+  }
+  for (auto& [peer, size] : receive_size) {
+    receive_peers_.push_back(peer);
+    receive_buffers_.emplace_back(size);
+  }
+}
+
+TiledObjective::~TiledObjective() = default;
+
+std::vector<float> TiledObjective::local_part(const std::vector<float>& full) const {
+  std::vector<float> local(local_elements_);
+  const std::size_t plane = std::size_t(grid_.width) * grid_.height;
+  for (const auto& t : tiles_) {
+    const Box& b = t.tile.owned;
+    float* out = local.data() + t.offset;
+    for (int c = 0; c < 3; ++c)
+      for (int y = b.y0; y < b.y1; ++y)
+        out = std::copy_n(full.data() + c * plane + std::size_t(y) * grid_.width + b.x0, b.width(), out);
+  }
+  return local;
+}
+
+std::size_t TiledObjective::elements_of_rank(int rank) const {
+  std::size_t count = 0;
+  for (const Tile& tile : grid_.tiles)
+    if (owners_[tile.index] == rank) count += 3 * std::size_t(tile.owned.area());
+  return count;
+}
+
+void TiledObjective::place_rank(int rank, const float* part, std::vector<float>& full) const {
+  const std::size_t plane = std::size_t(grid_.width) * grid_.height;
+  full.resize(3 * plane);
+  for (const Tile& tile : grid_.tiles) {
+    if (owners_[tile.index] != rank) continue;
+    const Box& b = tile.owned;
+    for (int c = 0; c < 3; ++c)
+      for (int y = b.y0; y < b.y1; ++y) {
+        std::copy_n(part, b.width(), full.data() + c * plane + std::size_t(y) * grid_.width + b.x0);
+        part += b.width();
+      }
+  }
+}
+
+void TiledObjective::place_local(const std::vector<float>& local, std::vector<float>& full) const {
+  place_rank(communicator_.rank(), local.data(), full);
+}
+
+void TiledObjective::set_content(const std::vector<float>& full_content) {
+  const std::size_t plane = std::size_t(grid_.width) * grid_.height;
+  if (full_content.size() != 3 * plane) fail("internal: content image of the wrong size");
+  for (auto& t : tiles_) {
+    const Box& g = t.tile.grown;
+    std::vector<float> grown(3 * std::size_t(g.area()));
+    float* out = grown.data();
+    for (int c = 0; c < 3; ++c)
+      for (int y = g.y0; y < g.y1; ++y)
+        out = std::copy_n(full_content.data() + c * plane + std::size_t(y) * grid_.width + g.x0, g.width(), out);
+    backend_.upload(grown, t.grown_image);
+    Network& net = *t.planned->network;
+    net.forward(t.grown_image);
+    t.planned->resident = -1;
+    t.content_targets.clear();
+    for (int tap : t.planned->content_taps) {
+      Tensor target = backend_.allocate(net.tap_shape(tap), Layout::features);
+      backend_.copy(net.features(tap), target);
+      t.content_targets.push_back(std::move(target));
+    }
+  }
+}
+
+void TiledObjective::set_style_targets(StyleTargets targets) {
+  if (targets.grams.size() != settings_.style_layers.size()) fail("internal: style targets do not match the layers");
+  targets_ = std::move(targets);
+}
+
+void TiledObjective::fill_halos(const Tensor& local_image) {
+  auto owned_slice = [&](int local) {
+    const auto& t = tiles_[local];
+    return local_image.slice(t.offset, {3, t.tile.owned.height(), t.tile.owned.width()});
+  };
+  // Send first (pack), then exchange, then place everything.
+  for (auto& item : halo_) {
+    if (item.kind != HaloItem::send) continue;
+    const auto& from = tiles_[item.from_local].tile;
+    backend_.copy_window(owned_slice(item.from_local), window_in(item.box, from.owned), item.staging, 0, 0);
+    auto peer = std::find(send_peers_.begin(), send_peers_.end(), item.peer) - send_peers_.begin();
+    backend_.download(item.staging, std::span<float>(send_buffers_[peer].data() + item.buffer_offset,
+                                                     item.staging.elements()));
+  }
+  if (!send_peers_.empty() || !receive_peers_.empty()) {
+    std::vector<Transfer> sends, receives;
+    for (std::size_t i = 0; i < send_peers_.size(); ++i) sends.push_back({send_peers_[i], send_buffers_[i]});
+    for (std::size_t i = 0; i < receive_peers_.size(); ++i)
+      receives.push_back({receive_peers_[i], receive_buffers_[i]});
+    communicator_.exchange(sends, receives);
+  }
+  for (auto& item : halo_) {
+    if (item.kind == HaloItem::send) continue;
+    auto& to = tiles_[item.to_local];
+    Window destination = window_in(item.box, to.tile.grown);
+    if (item.kind == HaloItem::local_copy) {
+      const auto& from = tiles_[item.from_local].tile;
+      backend_.copy_window(owned_slice(item.from_local), window_in(item.box, from.owned), to.grown_image,
+                           destination.x, destination.y);
+    } else {
+      auto peer = std::find(receive_peers_.begin(), receive_peers_.end(), item.peer) - receive_peers_.begin();
+      backend_.upload(std::span<const float>(receive_buffers_[peer].data() + item.buffer_offset,
+                                             item.staging.elements()),
+                      item.staging);
+      backend_.copy_window(item.staging, Window::whole(item.staging.shape()), to.grown_image, destination.x,
+                           destination.y);
+    }
+  }
+}
+
+Window TiledObjective::owned_features(const LocalTile& t, int stride, const MapSize& global) const {
+  // Feature positions q at this stride belong to the tile whose owned box
+  // holds pixel q * stride; the last tile also takes the positions the
+  // whole map has beyond (ceil-rounded pools). Grown boxes start on the
+  // stride grid, so local position = global position - grown.x0 / stride.
+  const Box& o = t.tile.owned;
+  const Box& g = t.tile.grown;
+  int x0 = o.x0 / stride, y0 = o.y0 / stride;
+  int x1 = o.x1 == grid_.width ? global.width : o.x1 / stride;
+  int y1 = o.y1 == grid_.height ? global.height : o.y1 / stride;
+  return {y0 - g.y0 / stride, x0 - g.x0 / stride, y1 - y0, x1 - x0};
+}
+
+LossTerms TiledObjective::evaluate(const Tensor& local_image, Tensor& local_gradient) {
+  if (local_image.elements() != local_elements_ || local_gradient.elements() != local_elements_)
+    fail("internal: tiled vectors of the wrong size");
+  if (!settings_.style_layers.empty() && targets_.grams.empty()) fail("internal: style targets not set");
+  fill_halos(local_image);
+
+  // Pass 1: statistics over owned positions.
+  double content_sum = 0.0;
+  if (gram_buffer_.elements() > 0) backend_.fill(gram_buffer_, 0.0f);
+  for (std::size_t i = 0; i < tiles_.size(); ++i) {
+    auto& t = tiles_[i];
+    Network& net = *t.planned->network;
+    net.forward(t.grown_image);
+    t.planned->resident = int(i);
+    for (std::size_t c = 0; c < t.planned->content_taps.size(); ++c) {
+      const auto& global = global_content_[c];
+      Window owned = owned_features(t, content_stride_[c], global);
+      double n = double(global.channels) * global.height * global.width;
+      content_sum += settings_.content_weight / n *
+                     backend_.squared_distance(net.features(t.planned->content_taps[c]), t.content_targets[c],
+                                               owned, 0.0f, nullptr);
+    }
+    for (std::size_t l = 0; l < t.planned->style_taps.size(); ++l) {
+      const auto& global = global_style_[l];
+      Window owned = owned_features(t, style_stride_[l], global);
+      float normaliser = float(1.0 / (double(global.channels) * global.height * global.width));
+      t.planned->grams[l]->forward(net.features(t.planned->style_taps[l]), owned, normaliser, scratch_[l]);
+      backend_.axpy(1.0f, scratch_[l], grams_[l]);
+    }
+  }
+  if (communicator_.size() > 1 && gram_buffer_.elements() > 0)
+    communicator_.sum(std::span<float>(gram_buffer_.data(), gram_buffer_.elements()));
+
+  LossTerms losses;
+  for (std::size_t l = 0; l < grams_.size(); ++l) {
+    double c = global_style_[l].channels;
+    backend_.subtract(grams_[l], targets_.grams[l], differences_[l]);
+    double layer_loss = settings_.style_weight * backend_.dot(differences_[l], differences_[l]) / (c * c);
+    losses.style_per_layer.push_back(layer_loss);
+    losses.style += layer_loss;
+  }
+
+  // Pass 2: each tile back-propagates on its own; no masking is needed, as
+  // the garbage near a grown box's inner edges never reaches an owned pixel.
+  double tv_sum = 0.0;
+  for (std::size_t i = 0; i < tiles_.size(); ++i) {
+    auto& t = tiles_[i];
+    Network& net = *t.planned->network;
+    if (t.planned->resident != int(i)) {
+      net.forward(t.grown_image);
+      t.planned->resident = int(i);
+    }
+    net.clear_feature_gradients();
+    for (std::size_t c = 0; c < t.planned->content_taps.size(); ++c) {
+      const auto& global = global_content_[c];
+      int tap = t.planned->content_taps[c];
+      double n = double(global.channels) * global.height * global.width;
+      backend_.squared_distance(net.features(tap), t.content_targets[c], Window::whole(net.tap_shape(tap)),
+                                float(2.0 * settings_.content_weight / n), &net.feature_gradient(tap));
+    }
+    for (std::size_t l = 0; l < t.planned->style_taps.size(); ++l) {
+      const auto& global = global_style_[l];
+      int tap = t.planned->style_taps[l];
+      double c = global.channels;
+      float scale = float(4.0 * settings_.style_weight / (c * c * c * double(global.height) * global.width));
+      t.planned->grams[l]->backward(net.features(tap), Window::whole(net.tap_shape(tap)), differences_[l], scale,
+                                    net.feature_gradient(tap));
+    }
+    net.backward(t.grown_gradient);
+    Window owned = window_in(t.tile.owned, t.tile.grown);
+    tv_sum += backend_.total_variation(t.grown_image, settings_.tv_weight, t.grown_gradient, owned);
+    Tensor gradient_slice = local_gradient.slice(t.offset, {3, t.tile.owned.height(), t.tile.owned.width()});
+    backend_.copy_window(t.grown_gradient, owned, gradient_slice, 0, 0);
+  }
+  double sums[2] = {content_sum, tv_sum};
+  if (communicator_.size() > 1) communicator_.sum(std::span<double>(sums, 2));
+  losses.content = sums[0];
+  losses.tv = sums[1];
+  return losses;
+}
+
+double TiledObjective::flops_per_evaluation() const {
+  double total = 0.0;
+  for (const auto& t : tiles_) {
+    const Network& net = *t.planned->network;
+    double macs = 2.0 * net.forward_macs();
+    for (int tap : t.planned->style_taps) {
+      Shape shape = net.tap_shape(tap);
+      macs += 2.0 * double(shape.channels) * shape.channels * shape.plane();
+    }
+    total += 2.0 * macs;
+  }
+  return communicator_.sum(total);
+}
+
+}  // namespace tessera
