@@ -30,6 +30,8 @@ class Communicator {
   // Rank 0 receives every rank's `local` into `gathered` (in rank order);
   // sizes may differ between ranks. Other ranks get `gathered` empty.
   virtual void gather_to_root(std::span<const float> local, std::vector<float>& gathered) = 0;
+  // Rank 0's `values` (any size) to every rank.
+  virtual void broadcast(std::vector<float>& values) = 0;
 
   double sum(double value) {
     sum(std::span<double>(&value, 1));
@@ -51,6 +53,7 @@ class SingleProcess final : public Communicator {
   void gather_to_root(std::span<const float> local, std::vector<float>& gathered) override {
     gathered.assign(local.begin(), local.end());
   }
+  void broadcast(std::vector<float>&) override {}
   using Communicator::sum;
 };
 

@@ -7,6 +7,8 @@
 #include <functional>
 #include <string>
 
+#include "tessera/communicator.hpp"
+
 namespace tessera::cli {
 
 using Command = std::function<int()>;
@@ -18,6 +20,10 @@ Command add_bench_command(CLI::App& app);
 
 // Exit codes beyond 0 (success) and 1 (an error with one line of message).
 inline constexpr int kExitInterrupted = 130;  // as a shell reports SIGINT
+
+// This process's place in the job: MPI when started by mpirun or srun, a
+// single process otherwise.
+Communicator& process_communicator();
 
 // The folder `models import` writes to and `models list` reads by default:
 // $TESSERA_WEIGHTS_DIR, else ./models.

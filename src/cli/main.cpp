@@ -8,8 +8,30 @@
 #include <exception>
 
 #include "cli/commands.hpp"
+#include "comm/mpi_communicator.hpp"
 #include "tessera/build_info.hpp"
 #include "tessera/error.hpp"
+
+namespace {
+std::unique_ptr<tessera::Communicator> g_communicator;
+}
+
+tessera::Communicator& tessera::cli::process_communicator() {
+  if (!g_communicator) g_communicator = std::make_unique<tessera::SingleProcess>();
+  return *g_communicator;
+}
+
+// One message per failure, from the rank that failed; under MPI that rank
+// then ends the whole job so that no other rank waits for it.
+static int report_failure(const std::string& message) {
+  auto& communicator = tessera::cli::process_communicator();
+  if (communicator.size() > 1) {
+    spdlog::error("rank {}: {}", communicator.rank(), message);
+    tessera::MpiCommunicator::abort_job(1);
+  }
+  spdlog::error("{}", message);
+  return 1;
+}
 
 int main(int argc, char** argv) {
   // Messages go to stderr so that stdout stays clean for tables and JSON.
@@ -41,17 +63,19 @@ int main(int argc, char** argv) {
   if (verbose) spdlog::set_level(spdlog::level::debug);
 
   try {
+    if (tessera::launched_by_mpi()) {
+      g_communicator = std::make_unique<tessera::MpiCommunicator>(&argc, &argv);
+      // Progress and notes from rank 0 only; errors from any rank.
+      if (g_communicator->rank() != 0) spdlog::set_level(spdlog::level::err);
+    }
     for (auto& [subcommand, run] : commands)
       if (subcommand->parsed()) return run();
   } catch (const tessera::Error& e) {
-    spdlog::error("{}", e.what());
-    return 1;
+    return report_failure(e.what());
   } catch (const std::bad_alloc&) {
-    spdlog::error("out of memory (try a smaller --size)");
-    return 1;
+    return report_failure("out of memory (try a smaller --size, or more --tiles)");
   } catch (const std::exception& e) {
-    spdlog::error("{}", e.what());
-    return 1;
+    return report_failure(e.what());
   }
   return 1;
 }

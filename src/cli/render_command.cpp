@@ -25,6 +25,7 @@
 #include "tessera/model.hpp"
 #include "tessera/render.hpp"
 #include "tessera/size.hpp"
+#include "tessera/tiling.hpp"
 
 namespace tessera::cli {
 namespace {
@@ -66,6 +67,8 @@ struct RenderOptions {
   int save_every = 0;
   std::string backend = "auto";
   std::string precision = "f32";
+  std::string tiles = "auto";
+  std::string halo = "exact";
   int threads = 0;
   std::string config;
   std::string log_json;
@@ -211,49 +214,96 @@ int run_render(CLI::App& command, RenderOptions& o) {
   // --- images
   RenderInputs inputs;
   inputs.weights = &weights;
+  // Rank 0 reads and resizes the images; the others receive them.
+  Communicator& communicator = process_communicator();
+  const bool root = communicator.rank() == 0;
   auto read_noting = [&notes](const std::string& path) {
     io::ImageReadResult read = io::read_image_with_notes(path);
     for (const auto& note : read.notes) notes.push_back(path + ": " + note);
     return std::move(read.image);
   };
-  Image content_full = read_noting(o.content);
-  int width = 0, height = 0;
-  size.resolve(content_full.width, content_full.height, width, height);
-  inputs.content = content_full.width == width && content_full.height == height
-                       ? std::move(content_full)
-                       : io::resize_image(content_full, width, height);
-  // neural-style's style scale: the style image's long side is style-scale
-  // times the output's long side.
-  int style_long_side = std::max(1, int(std::lround(o.style_scale * std::max(width, height))));
-  for (const auto& path : styles) {
-    Image style = read_noting(path);
-    SizeRequest style_size;
-    style_size.long_side_px = style_long_side;
-    int sw = 0, sh = 0;
-    style_size.resolve(style.width, style.height, sw, sh);
-    inputs.styles.push_back(sw == style.width && sh == style.height ? std::move(style)
-                                                                    : io::resize_image(style, sw, sh));
-  }
-  inputs.blend_weights = o.style_blend_weights;
   if (o.init == "random") {
     settings.init = InitKind::random;
   } else if (o.init == "content") {
     settings.init = InitKind::content;
   } else {
     settings.init = InitKind::image;
-    inputs.init_image = load_resized(o.init, width, height, "init image");
+  }
+  int width = 0, height = 0;
+  if (root) {
+    Image content_full = read_noting(o.content);
+    size.resolve(content_full.width, content_full.height, width, height);
+    inputs.content = content_full.width == width && content_full.height == height
+                         ? std::move(content_full)
+                         : io::resize_image(content_full, width, height);
+    // neural-style's style scale: the style image's long side is style-scale
+    // times the output's long side.
+    int style_long_side = std::max(1, int(std::lround(o.style_scale * std::max(width, height))));
+    for (const auto& path : styles) {
+      Image style = read_noting(path);
+      SizeRequest style_size;
+      style_size.long_side_px = style_long_side;
+      int sw = 0, sh = 0;
+      style_size.resolve(style.width, style.height, sw, sh);
+      inputs.styles.push_back(sw == style.width && sh == style.height ? std::move(style)
+                                                                      : io::resize_image(style, sw, sh));
+    }
+    if (settings.init == InitKind::image) inputs.init_image = load_resized(o.init, width, height, "init image");
+  }
+  if (communicator.size() > 1) {
+    auto share = [&](Image& image) {
+      std::vector<float> header = {float(image.width), float(image.height)};
+      communicator.broadcast(header);
+      if (!root) image = Image(int(header[0]), int(header[1]));
+      communicator.broadcast(image.pixels);
+    };
+    share(inputs.content);
+    width = inputs.content.width;
+    height = inputs.content.height;
+    inputs.styles.resize(styles.size());
+    for (auto& style : inputs.styles) share(style);
+    if (settings.init == InitKind::image) {
+      if (!root) inputs.init_image = Image();
+      share(*inputs.init_image);
+    }
+  }
+  inputs.blend_weights = o.style_blend_weights;
+
+  // Tiles: one per rank unless the user chose a grid.
+  if (o.tiles == "auto") {
+    int ranks = communicator.size(), rows = 1;
+    for (int r = 1; r * r <= ranks; ++r)
+      if (ranks % r == 0) rows = r;
+    settings.tile_rows = height > width ? ranks / rows : rows;
+    settings.tile_columns = ranks / settings.tile_rows;
+  } else {
+    parse_tile_grid(o.tiles, settings.tile_rows, settings.tile_columns);
+  }
+  if (o.halo != "exact") {
+    try {
+      settings.halo_px = std::stoi(o.halo);
+    } catch (const std::exception&) {
+      fail("--halo must be 'exact' or a width in pixels, got '", o.halo, "'");
+    }
+    if (settings.halo_px < 0) fail("--halo must not be negative");
+    notes.push_back(fmt::format("halo {} px: an approximation, smaller than the exact rule's; tiles meet with "
+                                "seams of unmeasured size (use --halo exact for the exact render)",
+                                settings.halo_px));
   }
 
   // --- backend and renderer
   auto backend = make_backend(o.backend);
   backend->set_threads(o.threads);
   backend->set_precision(parse_precision(o.precision));
-  SingleProcess communicator;
   Renderer renderer(*backend, communicator, settings, std::move(inputs));
   weights = WeightSet{};  // the backend holds its own copy now
   for (const auto& note : notes) spdlog::info("{}", note);
-  spdlog::info("rendering {}x{} with {} ({}), {} iterations of {}, on {}", width, height, model,
-               weights_path.filename().string(), o.iterations, o.optimizer, backend->describe().front());
+  spdlog::info("rendering {}x{} with {} ({}), {} iterations of {}, on {}{}", width, height, model,
+               weights_path.filename().string(), o.iterations, o.optimizer, backend->describe().front(),
+               communicator.size() > 1 || settings.tile_rows * settings.tile_columns > 1
+                   ? fmt::format(", {} rank(s), {}x{} tiles, halo {} px", communicator.size(), settings.tile_rows,
+                                 settings.tile_columns, renderer.objective().grid().halo)
+                   : std::string());
 
   std::map<std::string, std::string> metadata = {
       {"software", std::string("tessera ") + build_info::version},
@@ -274,17 +324,20 @@ int run_render(CLI::App& command, RenderOptions& o) {
       {"seed", std::to_string(o.seed)},
       {"original_colors", o.original_colors ? "true" : "false"},
       {"precision", o.precision},
+      {"tiles", fmt::format("{}x{}", settings.tile_rows, settings.tile_columns)},
+      {"halo", o.halo},
   };
   auto write = [&](const std::string& path, int iterations_done) {
     io::WriteOptions write_options;
     write_options.bits = o.bits;
     write_options.metadata = metadata;
     write_options.metadata["iterations"] = std::to_string(iterations_done);
-    io::write_image(path, renderer.image(), write_options);
+    Image image = renderer.image();  // every rank takes part; rank 0 gets the image
+    if (root) io::write_image(path, image, write_options);
   };
 
   std::ofstream log;
-  if (!o.log_json.empty()) {
+  if (!o.log_json.empty() && root) {
     log.open(o.log_json, std::ios::trunc);
     if (!log) fail("cannot write the JSON log '", o.log_json, "'");
   }
@@ -292,7 +345,7 @@ int run_render(CLI::App& command, RenderOptions& o) {
   g_stop_signal.store(0);
   auto previous_int = std::signal(SIGINT, on_stop_signal);
   auto previous_term = std::signal(SIGTERM, on_stop_signal);
-  Progress progress(stderr, o.print_every, o.quiet);
+  Progress progress(stderr, o.print_every, o.quiet || !root);
   int done = renderer.run([&](const IterationReport& r) {
     progress.update(r);
     if (log.is_open()) {
@@ -311,16 +364,20 @@ int run_render(CLI::App& command, RenderOptions& o) {
       progress.finish();
       write(intermediate_name(o.output, r.iteration), r.iteration);
     }
-    return g_stop_signal.load() == 0;
+    // Every rank stops at the same iteration, or the collectives would hang.
+    double stop = g_stop_signal.load() != 0 ? 1.0 : 0.0;
+    if (communicator.size() > 1) stop = communicator.max(stop);
+    return stop == 0.0;
   });
   progress.finish();
   std::signal(SIGINT, previous_int);
   std::signal(SIGTERM, previous_term);
 
   write(o.output, done);
-  if (int signal = g_stop_signal.load(); signal != 0) {
+  if (int signal = g_stop_signal.load(); signal != 0 || renderer.stop_reason() == "interrupted") {
     spdlog::warn("interrupted ({}) after {} of {} iterations; the image so far is in {}",
-                 signal == SIGINT ? "SIGINT" : "SIGTERM", done, o.iterations, o.output);
+                 signal == SIGINT ? "SIGINT" : signal == SIGTERM ? "SIGTERM" : "another rank", done, o.iterations,
+                 o.output);
     return kExitInterrupted;
   }
   if (!renderer.stop_reason().empty())
@@ -370,6 +427,10 @@ Command add_render_command(CLI::App& app) {
   command->add_option("--backend", o->backend, "cpu or auto")->capture_default_str();
   command->add_option("--threads", o->threads, "CPU threads (0: all cores)")->capture_default_str();
   command->add_option("--precision", o->precision, "Activation storage: f32 (reference) or bf16")
+      ->capture_default_str();
+  command->add_option("--tiles", o->tiles, "Tile grid ROWSxCOLUMNS, or auto (one tile per MPI rank)")
+      ->capture_default_str();
+  command->add_option("--halo", o->halo, "Halo around each tile: exact (from the receptive field) or pixels")
       ->capture_default_str();
   command->add_option("--config", o->config, "TOML file with any of these settings (flags win)");
   command->add_option("--log-json", o->log_json, "Write one JSON object per iteration to this file");
