@@ -144,3 +144,60 @@ TEST(TiledEqualsWhole, SmallerHaloThanTheRuleBreaksIt) {
 
 }  // namespace
 }  // namespace tessera
+
+namespace tessera {
+namespace {
+
+// The tiled objective (what renders use) against the whole-image Objective
+// that tests/unit/test_reference_pytorch.cpp checks against PyTorch: on one
+// tile and on four, the same losses and the same gradient.
+TEST(TiledObjective, MatchesTheWholeImageObjective) {
+  WeightSet weights = testing::synthetic_weights("vgg19", 5);
+  auto backend = make_backend("cpu");
+  SingleProcess single;
+  ObjectiveSettings settings;
+  settings.content_layers = {"relu3_1"};
+  settings.style_layers = {"relu1_1", "relu2_1", "relu3_1"};
+  const int w = 61, h = 47;
+  Shape shape{3, h, w};
+  auto x_values = testing::uniform_vector(5, shape.elements(), -50.0f, 50.0f);
+  auto content_values = testing::uniform_vector(6, shape.elements(), -50.0f, 50.0f);
+  Tensor x = backend->allocate(shape, Layout::planar), content = backend->allocate(shape, Layout::planar);
+  backend->upload(x_values, x);
+  backend->upload(content_values, content);
+  Tensor style = backend->allocate({3, 40, 52}, Layout::planar);
+  backend->upload(testing::uniform_vector(7, style.elements(), -50.0f, 50.0f), style);
+
+  Objective whole(*backend, architecture("vgg19"), weights, shape, settings, single);
+  whole.set_content(content);
+  whole.set_styles({&style}, {1.0f}, weights);
+  Tensor whole_gradient = backend->allocate(shape, Layout::planar);
+  LossTerms expected = whole.evaluate(x, whole_gradient);
+  std::vector<float> expected_gradient(shape.elements());
+  backend->download(whole_gradient, expected_gradient);
+
+  const auto& arch = architecture("vgg19");
+  std::vector<std::string> layers = {"relu3_1", "relu1_1", "relu2_1"};
+  for (auto [rows, columns] : {std::pair{1, 1}, {2, 2}}) {
+    SCOPED_TRACE(std::to_string(rows) + "x" + std::to_string(columns));
+    TileGrid grid = TileGrid::make(w, h, rows, columns, total_stride_for(arch, layers), halo_width_for(arch, layers));
+    TiledObjective tiled(*backend, arch, weights, grid, place_tiles(rows * columns, 1), settings, single);
+    tiled.set_content(content_values);
+    tiled.set_style_targets(
+        compute_style_targets(*backend, arch, weights, Pooling::max, settings.style_layers, {&style}, {1.0f}));
+    Tensor local = backend->allocate({int(tiled.local_elements()), 1, 1}, Layout::planar);
+    backend->upload(tiled.local_part(x_values), local);
+    Tensor local_gradient = backend->allocate(local.shape(), Layout::planar);
+    LossTerms got = tiled.evaluate(local, local_gradient);
+    EXPECT_NEAR(got.content, expected.content, 1e-5 * expected.content);
+    EXPECT_NEAR(got.style, expected.style, 1e-5 * expected.style);
+    EXPECT_NEAR(got.tv, expected.tv, 1e-5 * expected.tv);
+    std::vector<float> gradient_local(local.elements()), gradient(shape.elements());
+    backend->download(local_gradient, gradient_local);
+    tiled.place_local(gradient_local, gradient);
+    EXPECT_LT(testing::max_relative_difference(gradient, expected_gradient), 1e-5);
+  }
+}
+
+}  // namespace
+}  // namespace tessera
