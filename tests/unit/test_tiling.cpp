@@ -6,6 +6,7 @@
 #include <random>
 
 #include "support/golden.hpp"
+#include "support/render_cases.hpp"
 #include "support/test_support.hpp"
 #include "tessera/backend.hpp"
 #include "tessera/error.hpp"
@@ -54,79 +55,23 @@ TEST(TileGrid, ParsesRowsByColumns) {
   for (const char* bad : {"2", "x3", "0x1", "2x", "axb", "2x3x4"}) EXPECT_THROW(parse_tile_grid(bad, rows, columns), Error);
 }
 
-Image random_rgb(int width, int height, std::uint64_t seed) {
-  Image image(width, height);
-  image.pixels = testing::uniform_vector(seed, image.pixels.size(), 0.0f, 1.0f);
-  return image;
-}
-
-struct Case {
-  std::string model;
-  int convs;
-  std::vector<std::string> content, style;
-  int width, height;
-  float style_weight;
-};
-
-Image render(const Case& c, const WeightSet& weights, const std::string& optimizer, int rows, int columns,
-             int halo_px = -1, int iterations = 4) {
-  auto backend = make_backend("cpu");
-  SingleProcess single;
-  RenderSettings settings;
-  settings.model = c.model;
-  settings.objective.content_layers = c.content;
-  settings.objective.style_layers = c.style;
-  settings.objective.style_weight = c.style_weight;
-  settings.optimizer = optimizer;
-  settings.learning_rate = 0.02f;
-  settings.iterations = iterations;
-  settings.init = InitKind::content;
-  settings.tile_rows = rows;
-  settings.tile_columns = columns;
-  settings.halo_px = halo_px;
-  RenderInputs inputs;
-  inputs.weights = &weights;
-  inputs.content = random_rgb(c.width, c.height, 71);
-  inputs.styles.push_back(random_rgb(c.width - 9, c.height + 5, 72));
-  Renderer renderer(*backend, single, settings, std::move(inputs));
-  int done = renderer.run(nullptr);
-  EXPECT_EQ(done, iterations) << renderer.stop_reason();
-  return renderer.image();
-}
-
-double max_difference(const Image& a, const Image& b) {
-  EXPECT_EQ(a.pixels.size(), b.pixels.size());
-  double worst = 0.0;
-  for (std::size_t i = 0; i < a.pixels.size(); ++i) worst = std::max(worst, double(std::abs(a.pixels[i] - b.pixels[i])));
-  return worst;
-}
+using testing::kNinCase;
+using testing::kVggCase;
+using testing::max_difference;
 
 class TiledEqualsWhole : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {};
 
-// Sizes that divide neither into the tiles nor by the stride. L-BFGS's
-// second step divides by y = g2 - g1, a difference of two nearly equal
-// gradients after a first step of only 1/|g|_1: it magnifies the round-off
-// of summing Gram matrices tile by tile (or rank by rank) rather than in one
-// product. With NIN at style weight 1e3 that reached 4e-4 after two
-// iterations and 7e-3 after four (measured; Adam stays exact; with the real
-// vgg_r31 weights at style weight 1e6, 0.1 after ten). At weight 10 the
-// first step is larger and the difference stays near 3e-5. It is round-off,
-// not the halo: the first update is bit-identical, and a halo below the rule
-// fails at once (below). Decomposition-independent Gram sums are the cure.
-const Case kVgg{"vgg19", 3, {"relu2_1"}, {"relu1_1", "relu2_1"}, 71, 53, 10.0f};
-const Case kNin{"nin", 4, {"relu3"}, {"relu0", "relu3"}, 151, 133, 10.0f};
-
 TEST_P(TiledEqualsWhole, SameImageAfterSomeIterations) {
   auto [model, optimizer] = GetParam();
-  const Case& c = model == "nin" ? kNin : kVgg;
-  WeightSet weights = testing::synthetic_weights(c.model, c.convs);
-  Image whole = render(c, weights, optimizer, 1, 1);
+  const auto& c = model == "nin" ? kNinCase : kVggCase;
+  SingleProcess single;
+  Image whole = testing::render_case(c, single, optimizer, 1, 1);
   // The render must move the image, or equality proves nothing.
-  Image start = random_rgb(c.width, c.height, 71);
+  Image start = testing::seeded_rgb(c.width, c.height, 71);
   EXPECT_GT(max_difference(whole, start), 1e-2);
   for (auto [rows, columns] : {std::pair{2, 2}, {3, 2}, {1, 3}, {4, 3}}) {
     SCOPED_TRACE(std::to_string(rows) + "x" + std::to_string(columns) + " tiles");
-    EXPECT_LE(max_difference(render(c, weights, optimizer, rows, columns), whole), 1e-4);
+    EXPECT_LE(max_difference(testing::render_case(c, single, optimizer, rows, columns), whole), 1e-4);
   }
 }
 
@@ -136,10 +81,10 @@ INSTANTIATE_TEST_SUITE_P(Tiling, TiledEqualsWhole,
 
 // The halo rule is what makes it exact: a smaller halo must break equality.
 TEST(TiledEqualsWhole, SmallerHaloThanTheRuleBreaksIt) {
-  WeightSet weights = testing::synthetic_weights(kVgg.model, kVgg.convs);
-  Image whole = render(kVgg, weights, "lbfgs", 1, 1);
-  EXPECT_GT(max_difference(render(kVgg, weights, "lbfgs", 2, 2, 2), whole), 1e-3);
-  EXPECT_LE(max_difference(render(kVgg, weights, "lbfgs", 2, 2, 10), whole), 1e-4);
+  SingleProcess single;
+  Image whole = testing::render_case(kVggCase, single, "lbfgs", 1, 1);
+  EXPECT_GT(max_difference(testing::render_case(kVggCase, single, "lbfgs", 2, 2, 2), whole), 1e-3);
+  EXPECT_LE(max_difference(testing::render_case(kVggCase, single, "lbfgs", 2, 2, 10), whole), 1e-4);
 }
 
 }  // namespace
