@@ -64,6 +64,11 @@ class GramOperator {
   virtual ~GramOperator() = default;
   // gram: planar C x C (Shape{1, C, C}).
   virtual void forward(const Tensor& features, const Window& window, float scale, Tensor& gram) = 0;
+  // The same, computed so that the result depends only on the window's
+  // values and size, never on where it lies in the map or the map's width
+  // (the window is first copied to a buffer of its own): the blocks of a
+  // tiled render then give the same partial sums in any decomposition.
+  virtual void forward_contiguous(const Tensor& features, const Window& window, float scale, Tensor& gram) = 0;
   // grad_features[window] += scale * D F[window], for a symmetric D.
   virtual void backward(const Tensor& features, const Window& window, const Tensor& d, float scale,
                         Tensor& grad_features) = 0;
@@ -138,6 +143,10 @@ class Backend {
   virtual void axpy(float alpha, const Tensor& x, Tensor& y) = 0;  // y += alpha x
   // d = a - b
   virtual void subtract(const Tensor& a, const Tensor& b, Tensor& d) = 0;
+  // sum[i] += values[i] in double, in element order (host memory for sum).
+  virtual void accumulate_double(const Tensor& values, std::span<double> sum) = 0;
+  // values[i] = float(sum[i]).
+  virtual void assign_from_double(std::span<const double> sum, Tensor& values) = 0;
   // One Adam step on x with gradient g and moments m, v (all planar, same size).
   virtual void adam_update(Tensor& x, const Tensor& g, Tensor& m, Tensor& v,
                            const AdamState& state) = 0;

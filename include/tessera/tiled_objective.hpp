@@ -54,7 +54,10 @@ class TiledObjective {
   struct HaloItem;
   Planned& planned_for(const Box& grown);
   void fill_halos(const Tensor& local_image);
-  Window owned_features(const LocalTile& tile, int tap_stride, const MapSize& global) const;
+  // A box of the image (on the block grid) as a window of a tile's feature
+  // map at this stride: the positions q whose pixel q * stride lies in the
+  // box, clipped to the whole image's map.
+  Window features_of(const Box& box, const LocalTile& tile, int stride, const MapSize& global) const;
 
   Backend& backend_;
   const Architecture& arch_;
@@ -73,7 +76,8 @@ class TiledObjective {
   std::vector<int> send_peers_, receive_peers_;
   StyleTargets targets_;
   std::vector<Tensor> grams_, scratch_, differences_;
-  Tensor gram_buffer_;  // every style layer's Gram sum, one all-reduce
+  std::vector<double> gram_sums_;  // every style layer's Gram sum in double: one all-reduce
+  std::vector<std::size_t> gram_offsets_;
 };
 
 }  // namespace tessera

@@ -34,21 +34,37 @@ struct Tile {
 };
 
 // The decomposition of a width x height image into rows x columns tiles.
-// Tile boundaries inside the image are multiples of `stride` (the backbone's
-// total stride, so that pooling sees the whole image's grid); `halo` is a
-// multiple of it too.
+//
+// Gram statistics are summed over fixed `block` x `block` squares of the
+// image (the last row and column of blocks take the remainder), each block's
+// sum computed alone and added in double: so they come out the same in any
+// decomposition, and L-BFGS, which magnifies round-off, renders the same
+// image on 1 rank or 64. Tile boundaries inside the image are therefore
+// multiples of `block`, itself a multiple of `stride` (the backbone's total
+// stride, so that pooling sees the whole image's grid). `halo` is a multiple
+// of `stride`.
 struct TileGrid {
   int width = 0, height = 0;
   int rows = 1, columns = 1;
   int stride = 1;
+  int block = 1;
   int halo = 0;
   std::vector<Tile> tiles;
 
   // Throws tessera::Error when the image is too small for that many tiles
-  // (each needs at least one stride of owned pixels in each direction).
-  static TileGrid make(int width, int height, int rows, int columns, int stride, int halo);
+  // (each needs at least one block of owned pixels in each direction).
+  static TileGrid make(int width, int height, int rows, int columns, int stride, int halo, int block);
   Box image() const { return {0, 0, width, height}; }
+  // The reduction blocks, row-major; those at the right and bottom edges
+  // reach the image's edge.
+  std::vector<Box> blocks() const;
 };
+
+// The block size for an image: a multiple of the stride, large enough that a
+// block's C x C Gram sum is cheap beside its products (up to 16 strides:
+// 256 px for VGG-19 to relu5_1), small enough that a small image still splits
+// into several blocks each way. It depends only on the image and the layers.
+int reduction_block_for(int width, int height, int stride);
 
 // The cumulative stride of the deepest of `layers`.
 int total_stride_for(const Architecture& arch, const std::vector<std::string>& layers);

@@ -24,10 +24,10 @@ namespace {
 // Cut [0, length) into `parts` pieces whose inner boundaries are multiples of
 // `stride`, as even as possible; the last piece takes the remainder.
 std::vector<int> cut(int length, int parts, int stride, const char* axis) {
-  int units = length / stride;  // whole strides
+  int units = length / stride;  // whole blocks
   if (units < parts)
     fail("the image is too small for ", parts, " tiles ", axis, ": ", length, " px holds only ", units,
-         " steps of ", stride, " px (the backbone's total stride)");
+         " blocks of ", stride, " px");
   std::vector<int> bounds(parts + 1, 0);
   for (int k = 1; k < parts; ++k) bounds[k] = int((long long)units * k / parts) * stride;
   bounds[parts] = length;
@@ -36,10 +36,12 @@ std::vector<int> cut(int length, int parts, int stride, const char* axis) {
 
 }  // namespace
 
-TileGrid TileGrid::make(int width, int height, int rows, int columns, int stride, int halo) {
+TileGrid TileGrid::make(int width, int height, int rows, int columns, int stride, int halo, int block) {
   if (rows < 1 || columns < 1) fail("a tile grid needs at least 1x1 tiles, got ", rows, "x", columns);
   if (stride < 1 || halo < 0 || halo % stride != 0)
     fail("internal: halo ", halo, " must be a non-negative multiple of the stride ", stride);
+  if (block < stride || block % stride != 0)
+    fail("internal: block ", block, " must be a multiple of the stride ", stride);
   TileGrid grid;
   grid.width = width;
   grid.height = height;
@@ -47,8 +49,9 @@ TileGrid TileGrid::make(int width, int height, int rows, int columns, int stride
   grid.columns = columns;
   grid.stride = stride;
   grid.halo = halo;
-  auto ys = cut(height, rows, stride, "down");
-  auto xs = cut(width, columns, stride, "across");
+  grid.block = block;
+  auto ys = cut(height, rows, block, "down");
+  auto xs = cut(width, columns, block, "across");
   for (int r = 0; r < rows; ++r)
     for (int c = 0; c < columns; ++c) {
       Tile tile;
@@ -60,6 +63,21 @@ TileGrid TileGrid::make(int width, int height, int rows, int columns, int stride
       grid.tiles.push_back(tile);
     }
   return grid;
+}
+
+std::vector<Box> TileGrid::blocks() const {
+  std::vector<Box> all;
+  const int across = std::max(1, width / block), down = std::max(1, height / block);
+  for (int r = 0; r < down; ++r)
+    for (int c = 0; c < across; ++c)
+      all.push_back({c * block, r * block, c == across - 1 ? width : (c + 1) * block,
+                     r == down - 1 ? height : (r + 1) * block});
+  return all;
+}
+
+int reduction_block_for(int width, int height, int stride) {
+  int strides = std::min(width, height) / (4 * stride);
+  return stride * std::clamp(strides, 1, std::max(1, 256 / stride));
 }
 
 int total_stride_for(const Architecture& arch, const std::vector<std::string>& layers) {

@@ -18,6 +18,7 @@ struct TiledObjective::Planned {
 
 struct TiledObjective::LocalTile {
   Tile tile;
+  std::vector<Box> blocks;  // the reduction blocks it owns, in the grid's order
   std::size_t offset = 0;  // into this rank's vectors
   Planned* planned = nullptr;
   Tensor grown_image, grown_gradient;
@@ -101,20 +102,18 @@ TiledObjective::TiledObjective(Backend& backend, const Architecture& arch, const
     tiles_.push_back(std::move(local));
   }
 
-  // Gram sums of all style layers in one buffer: one all-reduce.
-  std::size_t gram_elements = 0;
-  for (const auto& size : global_style_) gram_elements += std::size_t(size.channels) * size.channels;
-  if (gram_elements > 0) {
-    gram_buffer_ = backend_.allocate({int(gram_elements), 1, 1}, Layout::planar);
-    std::size_t offset = 0;
-    for (const auto& size : global_style_) {
-      Shape gram{1, size.channels, size.channels};
-      grams_.push_back(gram_buffer_.slice(offset, gram));
-      offset += gram.elements();
-      scratch_.push_back(backend_.allocate(gram, Layout::planar));
-      differences_.push_back(backend_.allocate(gram, Layout::planar));
-    }
+  // Gram sums of all style layers in one double buffer: one all-reduce.
+  for (const auto& size : global_style_) {
+    Shape gram{1, size.channels, size.channels};
+    gram_offsets_.push_back(gram_sums_.size());
+    gram_sums_.resize(gram_sums_.size() + gram.elements());
+    grams_.push_back(backend_.allocate(gram, Layout::planar));
+    scratch_.push_back(backend_.allocate(gram, Layout::planar));
+    differences_.push_back(backend_.allocate(gram, Layout::planar));
   }
+  for (const Box& block : grid_.blocks())
+    for (auto& t : tiles_)
+      if (t.tile.owned.contains(block)) t.blocks.push_back(block);
 
   // The halo plan, built once: who needs which owned box from whom.
   std::map<int, int> local_index;
@@ -268,16 +267,14 @@ void TiledObjective::fill_halos(const Tensor& local_image) {
   }
 }
 
-Window TiledObjective::owned_features(const LocalTile& t, int stride, const MapSize& global) const {
-  // Feature positions q at this stride belong to the tile whose owned box
-  // holds pixel q * stride; the last tile also takes the positions the
-  // whole map has beyond (ceil-rounded pools). Grown boxes start on the
-  // stride grid, so local position = global position - grown.x0 / stride.
-  const Box& o = t.tile.owned;
+Window TiledObjective::features_of(const Box& box, const LocalTile& t, int stride, const MapSize& global) const {
+  // Grown boxes start on the stride grid, so local position = global
+  // position - grown.x0 / stride. The last boxes take whatever the whole map
+  // has beyond (ceil-rounded pools); all are clipped to the whole map.
   const Box& g = t.tile.grown;
-  int x0 = o.x0 / stride, y0 = o.y0 / stride;
-  int x1 = o.x1 == grid_.width ? global.width : o.x1 / stride;
-  int y1 = o.y1 == grid_.height ? global.height : o.y1 / stride;
+  int x0 = std::min(box.x0 / stride, global.width), y0 = std::min(box.y0 / stride, global.height);
+  int x1 = box.x1 == grid_.width ? global.width : std::min(box.x1 / stride, global.width);
+  int y1 = box.y1 == grid_.height ? global.height : std::min(box.y1 / stride, global.height);
   return {y0 - g.y0 / stride, x0 - g.x0 / stride, y1 - y0, x1 - x0};
 }
 
@@ -289,7 +286,7 @@ LossTerms TiledObjective::evaluate(const Tensor& local_image, Tensor& local_grad
 
   // Pass 1: statistics over owned positions.
   double content_sum = 0.0;
-  if (gram_buffer_.elements() > 0) backend_.fill(gram_buffer_, 0.0f);
+  std::fill(gram_sums_.begin(), gram_sums_.end(), 0.0);
   for (std::size_t i = 0; i < tiles_.size(); ++i) {
     auto& t = tiles_[i];
     Network& net = *t.planned->network;
@@ -297,7 +294,8 @@ LossTerms TiledObjective::evaluate(const Tensor& local_image, Tensor& local_grad
     t.planned->resident = int(i);
     for (std::size_t c = 0; c < t.planned->content_taps.size(); ++c) {
       const auto& global = global_content_[c];
-      Window owned = owned_features(t, content_stride_[c], global);
+      Window owned = features_of(t.tile.owned, t, content_stride_[c], global);
+      if (owned.area() == 0) continue;
       double n = double(global.channels) * global.height * global.width;
       content_sum += settings_.content_weight / n *
                      backend_.squared_distance(net.features(t.planned->content_taps[c]), t.content_targets[c],
@@ -305,14 +303,21 @@ LossTerms TiledObjective::evaluate(const Tensor& local_image, Tensor& local_grad
     }
     for (std::size_t l = 0; l < t.planned->style_taps.size(); ++l) {
       const auto& global = global_style_[l];
-      Window owned = owned_features(t, style_stride_[l], global);
       float normaliser = float(1.0 / (double(global.channels) * global.height * global.width));
-      t.planned->grams[l]->forward(net.features(t.planned->style_taps[l]), owned, normaliser, scratch_[l]);
-      backend_.axpy(1.0f, scratch_[l], grams_[l]);
+      std::span<double> sum(gram_sums_.data() + gram_offsets_[l], grams_[l].elements());
+      for (const Box& block : t.blocks) {
+        Window window = features_of(block, t, style_stride_[l], global);
+        if (window.area() == 0) continue;
+        t.planned->grams[l]->forward_contiguous(net.features(t.planned->style_taps[l]), window, normaliser,
+                                                scratch_[l]);
+        backend_.accumulate_double(scratch_[l], sum);
+      }
     }
   }
-  if (communicator_.size() > 1 && gram_buffer_.elements() > 0)
-    communicator_.sum(std::span<float>(gram_buffer_.data(), gram_buffer_.elements()));
+  if (communicator_.size() > 1 && !gram_sums_.empty()) communicator_.sum(std::span<double>(gram_sums_));
+  for (std::size_t l = 0; l < grams_.size(); ++l)
+    backend_.assign_from_double(std::span<const double>(gram_sums_.data() + gram_offsets_[l], grams_[l].elements()),
+                                grams_[l]);
 
   LossTerms losses;
   for (std::size_t l = 0; l < grams_.size(); ++l) {

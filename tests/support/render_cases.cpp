@@ -10,8 +10,8 @@
 
 namespace tessera::testing {
 
-const RenderCase kVggCase{"vgg19", 3, {"relu2_1"}, {"relu1_1", "relu2_1"}, 71, 53, 10.0f};
-const RenderCase kNinCase{"nin", 4, {"relu3"}, {"relu0", "relu3"}, 151, 133, 10.0f};
+const RenderCase kVggCase{"vgg19", 3, {"relu2_1"}, {"relu1_1", "relu2_1"}, 71, 53, 1e3f};
+const RenderCase kNinCase{"nin", 4, {"relu3"}, {"relu0", "relu3"}, 151, 133, 1e3f};
 
 Image seeded_rgb(int width, int height, std::uint64_t seed) {
   Image image(width, height);

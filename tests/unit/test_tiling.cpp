@@ -18,7 +18,7 @@ namespace {
 
 TEST(TileGrid, OwnedBoxesPartitionTheImageOnTheStrideGrid) {
   for (auto [w, h, rows, cols] : {std::tuple{100, 70, 2, 3}, {97, 61, 3, 2}, {64, 64, 4, 4}, {33, 17, 1, 2}}) {
-    TileGrid grid = TileGrid::make(w, h, rows, cols, 8, 16);
+    TileGrid grid = TileGrid::make(w, h, rows, cols, 8, 16, 8);
     ASSERT_EQ(grid.tiles.size(), std::size_t(rows * cols));
     long long area = 0;
     for (const auto& t : grid.tiles) {
@@ -31,7 +31,17 @@ TEST(TileGrid, OwnedBoxesPartitionTheImageOnTheStrideGrid) {
     }
     EXPECT_EQ(area, (long long)w * h);
   }
-  EXPECT_THROW(TileGrid::make(20, 20, 1, 3, 8, 16), Error);  // 20 px hold two steps of 8
+  EXPECT_THROW(TileGrid::make(20, 20, 1, 3, 8, 16, 8), Error);  // 20 px hold two blocks of 8
+  // Blocks cover the image once, and no tile boundary cuts one.
+  TileGrid grid = TileGrid::make(100, 70, 2, 3, 4, 8, 12);
+  long long area = 0;
+  for (const Box& block : grid.blocks()) {
+    area += block.area();
+    int owners = 0;
+    for (const auto& t : grid.tiles) owners += t.owned.contains(block) ? 1 : 0;
+    EXPECT_EQ(owners, 1) << block.describe();
+  }
+  EXPECT_EQ(area, 100LL * 70);
 }
 
 TEST(TileGrid, HaloFollowsTheReceptiveFieldTable) {
@@ -125,7 +135,9 @@ TEST(TiledObjective, MatchesTheWholeImageObjective) {
   std::vector<std::string> layers = {"relu3_1", "relu1_1", "relu2_1"};
   for (auto [rows, columns] : {std::pair{1, 1}, {2, 2}}) {
     SCOPED_TRACE(std::to_string(rows) + "x" + std::to_string(columns));
-    TileGrid grid = TileGrid::make(w, h, rows, columns, total_stride_for(arch, layers), halo_width_for(arch, layers));
+    int stride = total_stride_for(arch, layers);
+    TileGrid grid = TileGrid::make(w, h, rows, columns, stride, halo_width_for(arch, layers),
+                                   reduction_block_for(w, h, stride));
     TiledObjective tiled(*backend, arch, weights, grid, place_tiles(rows * columns, 1), settings, single);
     tiled.set_content(content_values);
     tiled.set_style_targets(

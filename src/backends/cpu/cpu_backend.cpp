@@ -388,6 +388,24 @@ void CpuBackend::subtract(const Tensor& a, const Tensor& b, Tensor& d) {
   for (std::size_t i = 0; i < n; ++i) pd[i] = pa[i] - pb[i];
 }
 
+void CpuBackend::accumulate_double(const Tensor& values, std::span<double> sum) {
+  require_f32(values, "accumulate_double");
+  if (sum.size() != values.elements()) fail("internal: accumulate_double sizes differ");
+  const float* pv = values.data();
+  const std::size_t n = values.elements();
+#pragma omp parallel for schedule(static)
+  for (std::size_t i = 0; i < n; ++i) sum[i] += pv[i];
+}
+
+void CpuBackend::assign_from_double(std::span<const double> sum, Tensor& values) {
+  require_f32(values, "assign_from_double");
+  if (sum.size() != values.elements()) fail("internal: assign_from_double sizes differ");
+  float* pv = values.data();
+  const std::size_t n = values.elements();
+#pragma omp parallel for schedule(static)
+  for (std::size_t i = 0; i < n; ++i) pv[i] = float(sum[i]);
+}
+
 void CpuBackend::adam_update(Tensor& x, const Tensor& g, Tensor& m, Tensor& v, const AdamState& state) {
   require_same_size(x, g, "adam_update");
   require_same_size(x, m, "adam_update");

@@ -59,6 +59,8 @@ class CpuBackend final : public Backend {
   void scale(Tensor& a, float factor) override;
   void axpy(float alpha, const Tensor& x, Tensor& y) override;
   void subtract(const Tensor& a, const Tensor& b, Tensor& d) override;
+  void accumulate_double(const Tensor& values, std::span<double> sum) override;
+  void assign_from_double(std::span<const double> sum, Tensor& values) override;
   void adam_update(Tensor& x, const Tensor& g, Tensor& m, Tensor& v, const AdamState& state) override;
 
   // For the layer implementations.

@@ -2,6 +2,7 @@
 // planned once for its shape: primitive descriptors, primitives, reordered
 // weights and workspaces are made here and reused every iteration.
 #include <algorithm>
+#include <cstring>
 #include <map>
 
 #include "backends/cpu/cpu_backend.hpp"
@@ -257,6 +258,28 @@ class CpuGram final : public GramOperator {
     });
   }
 
+  void forward_contiguous(const Tensor& features, const Window& window, float scale, Tensor& gram) override {
+    check(features, window);
+    const int c = shape_.channels;
+    const std::size_t element = bytes_per_element(type_);
+    const std::size_t positions = window.area();
+    if (block_capacity_ < positions) {
+      // Grows to the largest block once (the first evaluation), then stays.
+      block_ = backend_.allocate_memory(
+          memory::desc({memory::dim(positions), c}, CpuBackend::dnnl_type(type_), memory::dims{c, 1}));
+      block_capacity_ = positions;
+    }
+    char* to = reinterpret_cast<char*>(block_.storage.get());
+    const std::size_t run = std::size_t(window.width) * c * element;
+    for (int r = 0; r < window.height; ++r)
+      std::memcpy(to + r * run, element_of(features, (std::size_t(window.y + r) * shape_.width + window.x) * c), run);
+    auto& plan = gram_plan(int(positions));
+    dnnl_checked("Gram matmul", [&] {
+      execute(plan.first, plan, to, to, gram.data(), scale);
+      return 0;
+    });
+  }
+
   void backward(const Tensor& features, const Window& window, const Tensor& d, float scale,
                 Tensor& grad_features) override {
     check(features, window);
@@ -299,6 +322,7 @@ class CpuGram final : public GramOperator {
       fail("internal: Gram window outside the feature map");
   }
 
+  static void* element_of(const Tensor& t, std::size_t index) { return element(t, index); }
   static void* element(const Tensor& t, std::size_t index) {
     return const_cast<char*>(reinterpret_cast<const char*>(t.data())) + index * bytes_per_element(t.type());
   }
@@ -365,6 +389,8 @@ class CpuGram final : public GramOperator {
   Shape shape_;
   DataType type_;
   CpuBackend::OwnedMemory d_bf16_;
+  CpuBackend::OwnedMemory block_;  // forward_contiguous's copy of a window
+  std::size_t block_capacity_ = 0;
   std::map<int, Plan> gram_plans_;
   std::map<int, Plan> adjoint_plans_;
 };
