@@ -52,6 +52,7 @@ struct IterationReport {
   LossTerms losses;
   double seconds = 0.0;  // since the loop started
   double seconds_this_iteration = 0.0;
+  TiledObjective::Times times;  // of this iteration's evaluation, on this rank
 };
 
 class Renderer {

@@ -48,6 +48,14 @@ class TiledObjective {
   LossTerms evaluate(const Tensor& local_image, Tensor& local_gradient);
   double flops_per_evaluation() const;
 
+  // Where the last evaluation's time went on this rank (seconds).
+  struct Times {
+    double compute = 0.0;    // forward, losses, backward
+    double halo = 0.0;       // filling the halos (copies and messages)
+    double allreduce = 0.0;  // Gram and loss sums across ranks
+  };
+  const Times& last_times() const { return times_; }
+
  private:
   struct Planned;
   struct LocalTile;
@@ -78,6 +86,7 @@ class TiledObjective {
   std::vector<Tensor> grams_, scratch_, differences_;
   std::vector<double> gram_sums_;  // every style layer's Gram sum in double: one all-reduce
   std::vector<std::size_t> gram_offsets_;
+  Times times_;
 };
 
 }  // namespace tessera

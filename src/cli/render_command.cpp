@@ -348,7 +348,13 @@ int run_render(CLI::App& command, RenderOptions& o) {
   Progress progress(stderr, o.print_every, o.quiet || !root);
   int done = renderer.run([&](const IterationReport& r) {
     progress.update(r);
+    auto io_start = std::chrono::steady_clock::now();
+    if (o.save_every > 0 && r.iteration % o.save_every == 0 && r.iteration < r.iterations) {
+      progress.finish();
+      write(intermediate_name(o.output, r.iteration), r.iteration);
+    }
     if (log.is_open()) {
+      double io_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - io_start).count();
       nlohmann::json line = {{"iteration", r.iteration},
                              {"loss", r.losses.total()},
                              {"content_loss", r.losses.content},
@@ -356,13 +362,14 @@ int run_render(CLI::App& command, RenderOptions& o) {
                              {"tv_loss", r.losses.tv},
                              {"style_loss_per_layer", r.losses.style_per_layer},
                              {"seconds", r.seconds},
-                             {"seconds_this_iteration", r.seconds_this_iteration}};
+                             {"seconds_this_iteration", r.seconds_this_iteration},
+                             {"compute_seconds", r.times.compute},
+                             {"halo_seconds", r.times.halo},
+                             {"allreduce_seconds", r.times.allreduce},
+                             {"io_seconds", io_seconds},
+                             {"ranks", communicator.size()}};
       log << line.dump() << '\n';
       log.flush();
-    }
-    if (o.save_every > 0 && r.iteration % o.save_every == 0 && r.iteration < r.iterations) {
-      progress.finish();
-      write(intermediate_name(o.output, r.iteration), r.iteration);
     }
     // Every rank stops at the same iteration, or the collectives would hang.
     double stop = g_stop_signal.load() != 0 ? 1.0 : 0.0;

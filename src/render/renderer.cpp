@@ -113,6 +113,7 @@ int Renderer::run(const std::function<bool(const IterationReport&)>& on_iteratio
     report.iteration = k;
     report.iterations = settings_.iterations;
     report.losses = objective_->evaluate(image_, gradient_);
+    report.times = objective_->last_times();
     if (!std::isfinite(report.losses.total())) {
       stop_reason_ = "the loss is not finite (weights too large for these images?)";
       break;

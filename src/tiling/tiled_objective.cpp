@@ -1,6 +1,7 @@
 #include "tessera/tiled_objective.hpp"
 
 #include <algorithm>
+#include <chrono>
 
 #include "tessera/error.hpp"
 
@@ -282,7 +283,12 @@ LossTerms TiledObjective::evaluate(const Tensor& local_image, Tensor& local_grad
   if (local_image.elements() != local_elements_ || local_gradient.elements() != local_elements_)
     fail("internal: tiled vectors of the wrong size");
   if (!settings_.style_layers.empty() && targets_.grams.empty()) fail("internal: style targets not set");
+  using clock = std::chrono::steady_clock;
+  auto seconds_since = [](clock::time_point start) { return std::chrono::duration<double>(clock::now() - start).count(); };
+  auto start = clock::now();
+  times_ = {};
   fill_halos(local_image);
+  times_.halo = seconds_since(start);
 
   // Pass 1: statistics over owned positions.
   double content_sum = 0.0;
@@ -314,7 +320,9 @@ LossTerms TiledObjective::evaluate(const Tensor& local_image, Tensor& local_grad
       }
     }
   }
+  auto reduce_start = clock::now();
   if (communicator_.size() > 1 && !gram_sums_.empty()) communicator_.sum(std::span<double>(gram_sums_));
+  times_.allreduce += seconds_since(reduce_start);
   for (std::size_t l = 0; l < grams_.size(); ++l)
     backend_.assign_from_double(std::span<const double>(gram_sums_.data() + gram_offsets_[l], grams_[l].elements()),
                                 grams_[l]);
@@ -361,7 +369,10 @@ LossTerms TiledObjective::evaluate(const Tensor& local_image, Tensor& local_grad
     backend_.copy_window(t.grown_gradient, owned, gradient_slice, 0, 0);
   }
   double sums[2] = {content_sum, tv_sum};
+  reduce_start = clock::now();
   if (communicator_.size() > 1) communicator_.sum(std::span<double>(sums, 2));
+  times_.allreduce += seconds_since(reduce_start);
+  times_.compute = seconds_since(start) - times_.halo - times_.allreduce;
   losses.content = sums[0];
   losses.tv = sums[1];
   return losses;
