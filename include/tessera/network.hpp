@@ -48,6 +48,13 @@ class Network {
   // Multiply-adds of one forward pass through the planned layers.
   double forward_macs() const;
 
+  // A training network's activations and gradient buffers are allocated at
+  // the first forward pass and may be released between uses, so that a rank
+  // with many tiles holds one tile's activations at a time. Releasing drops
+  // the features of the last forward pass.
+  void release_buffers();
+  bool holds_buffers() const { return buffers_allocated_; }
+
  private:
   struct Stage;
   struct Tap {
@@ -61,6 +68,9 @@ class Network {
   std::vector<std::unique_ptr<Stage>> stages_;
   std::vector<Tap> taps_;
   Tensor gradient_a_, gradient_b_;  // ping-pong buffers for the backward pass
+  std::size_t largest_ = 0;
+  bool buffers_allocated_ = false;
+  void allocate_buffers();
 };
 
 }  // namespace tessera

@@ -60,7 +60,10 @@ class TiledObjective {
   struct Planned;
   struct LocalTile;
   struct HaloItem;
-  Planned& planned_for(const Box& grown);
+  // Makes `planned` the one network holding activations (out of core, a
+  // rank keeps one tile's activations at a time) and runs the tile forward
+  // unless its activations are already there.
+  void forward_tile(std::size_t local);
   void fill_halos(const Tensor& local_image);
   // A box of the image (on the block grid) as a window of a tile's feature
   // map at this stride: the positions q whose pixel q * stride lies in the

@@ -23,6 +23,7 @@
 #include "tessera/model.hpp"
 #include "tessera/render.hpp"
 #include "tessera/size.hpp"
+#include "tessera/tiling.hpp"
 
 namespace tessera::cli {
 namespace {
@@ -37,6 +38,7 @@ struct BenchOptions {
   int threads = 0;
   std::string backend = "cpu";
   std::string precision = "f32";
+  std::string tiles = "1x1";
   bool json = false;
   bool conv_peak = false;
   std::uint64_t seed = 0;
@@ -73,8 +75,9 @@ nlohmann::json bench_one(const BenchOptions& o, const std::string& model, const 
   auto backend = make_backend(o.backend);
   backend->set_threads(o.threads);
   backend->set_precision(parse_precision(o.precision));
-  SingleProcess communicator;
+  Communicator& communicator = process_communicator();
   RenderSettings settings;
+  parse_tile_grid(o.tiles, settings.tile_rows, settings.tile_columns);
   settings.model = model;
   settings.objective.content_layers = {arch.default_content_layer};
   settings.objective.style_layers = arch.default_style_layers;
@@ -104,7 +107,13 @@ nlohmann::json bench_one(const BenchOptions& o, const std::string& model, const 
   if (done < settings.iterations)
     fail("the benchmark render stopped after ", done, " iterations: ", renderer.stop_reason());
   double seconds = total_seconds - warm_up_seconds;
-  double flops = renderer.objective().flops_per_evaluation() * o.iterations;
+  double flops = renderer.objective().flops_per_evaluation() * o.iterations;  // all ranks
+  // The halo's extra work: pixels computed over pixels owned.
+  const TileGrid& grid = renderer.objective().grid();
+  double grown_area = 0.0;
+  for (const auto& tile : grid.tiles) grown_area += double(tile.grown.area());
+  double extra_work = grown_area / (double(grid.width) * grid.height) - 1.0;
+  double peak_rss = communicator.max(double(peak_rss_bytes()));
   return {{"model", model},
           {"size", fmt::format("{}x{}", width, height)},
           {"backend", backend->name()},
@@ -119,7 +128,11 @@ nlohmann::json bench_one(const BenchOptions& o, const std::string& model, const 
           {"iterations_per_minute", 60.0 * o.iterations / seconds},
           {"gflops", flops / seconds / 1e9},
           {"gflop_per_iteration", flops / o.iterations / 1e9},
-          {"peak_rss_bytes", peak_rss_bytes()},
+          {"peak_rss_bytes", std::size_t(peak_rss)},
+          {"ranks", communicator.size()},
+          {"tiles", fmt::format("{}x{}", grid.rows, grid.columns)},
+          {"halo_px", grid.halo},
+          {"halo_extra_work", extra_work},
           {"peak_device_bytes", backend->peak_device_bytes()}};
 }
 
@@ -166,7 +179,7 @@ nlohmann::json bench_in_child(const BenchOptions& o, const std::string& model, c
   std::vector<std::string> arguments = {"/proc/self/exe", "bench", "--json", "--model", model, "--size", size,
                                         "--iterations", std::to_string(o.iterations), "--optimizer", o.optimizer,
                                         "--threads", std::to_string(o.threads), "--backend", o.backend,
-                                        "--precision", o.precision,
+                                        "--precision", o.precision, "--tiles", o.tiles,
                                         "--seed", std::to_string(o.seed)};
   int pipe_fds[2];
   if (pipe(pipe_fds) != 0) fail("cannot create a pipe for the benchmark child");
@@ -215,16 +228,21 @@ int run_bench(BenchOptions& o) {
   if (o.optimizer != "lbfgs" && o.optimizer != "adam") fail("--optimizer must be lbfgs or adam");
   parse_precision(o.precision);
   bool sweep = !o.sizes.empty() || !o.models.empty();
+  if (sweep && process_communicator().size() > 1) fail("--sizes/--models sweeps run in one process, not under mpirun");
   if (!sweep && !o.conv_peak) {
     auto result = bench_one(o, o.model, o.size);
+    if (process_communicator().rank() != 0) return 0;
     if (o.json) {
       fmt::print("{}\n", result.dump());
       return 0;
     }
-    fmt::print("{} {} {} {}: {:.1f} it/min, {:.3f} s/it, {:.1f} GFLOP/s, peak RSS {:.0f} MiB\n",
+    fmt::print("{} {} {} {}, {} rank(s), {} tiles (halo {} px, {:.0f} % extra work): {:.1f} it/min, {:.3f} s/it, "
+               "{:.1f} GFLOP/s, peak RSS {:.0f} MiB per rank\n",
                std::string(result["model"]), std::string(result["size"]), std::string(result["backend"]), o.precision,
-               double(result["iterations_per_minute"]), double(result["seconds_per_iteration"]),
-               double(result["gflops"]), double(result["peak_rss_bytes"]) / (1 << 20));
+               int(result["ranks"]), std::string(result["tiles"]), int(result["halo_px"]),
+               100.0 * double(result["halo_extra_work"]), double(result["iterations_per_minute"]),
+               double(result["seconds_per_iteration"]), double(result["gflops"]),
+               double(result["peak_rss_bytes"]) / (1 << 20));
     return 0;
   }
 
@@ -292,6 +310,7 @@ Command add_bench_command(CLI::App& app) {
   command->add_option("--threads", o->threads, "CPU threads (0: all cores)")->capture_default_str();
   command->add_option("--backend", o->backend, "cpu")->capture_default_str();
   command->add_option("--precision", o->precision, "Activation storage: f32 or bf16")->capture_default_str();
+  command->add_option("--tiles", o->tiles, "Tile grid ROWSxCOLUMNS (also under mpirun)")->capture_default_str();
   command->add_option("--seed", o->seed, "Seed of the random weights and images")->capture_default_str();
   command->add_flag("--json", o->json, "One JSON object per run");
   command->add_flag("--conv-peak", o->conv_peak, "Also time one large 3x3 convolution: the ceiling");

@@ -78,14 +78,19 @@ Network::Network(Backend& backend, const Architecture& arch, const WeightSet& we
     taps_.push_back(std::move(tap));
   }
 
+  largest_ = largest;
+  if (use_ == NetworkUse::features_only) allocate_buffers();
+}
+
+void Network::allocate_buffers() {
   // Outputs: training keeps every stage's output for the backward pass (the
   // ReLU masks and the pooling workspaces need them); features-only keeps the
   // taps and alternates the rest between two buffers. Shared buffers are
   // sized for the largest layer and viewed at each stage's shape.
   Tensor pass_through[2];
   if (use_ == NetworkUse::features_only) {
-    pass_through[0] = backend_.allocate({int(largest), 1, 1}, Layout::features);
-    pass_through[1] = backend_.allocate({int(largest), 1, 1}, Layout::features);
+    pass_through[0] = backend_.allocate({int(largest_), 1, 1}, Layout::features);
+    pass_through[1] = backend_.allocate({int(largest_), 1, 1}, Layout::features);
   }
   for (std::size_t s = 0; s < stages_.size(); ++s) {
     bool tapped = std::any_of(taps_.begin(), taps_.end(), [&](const Tap& t) { return t.stage == int(s); });
@@ -95,12 +100,21 @@ Network::Network(Backend& backend, const Architecture& arch, const WeightSet& we
     else
       stage.output = pass_through[s % 2].view(stage.output_shape, Layout::features);
   }
-  if (use_ == NetworkUse::features_only) return;
+  if (use_ == NetworkUse::training) {
+    for (auto& tap : taps_) tap.gradient = backend_.allocate(stages_[tap.stage]->output_shape, Layout::features);
+    // Two buffers large enough for any layer carry the gradient down.
+    gradient_a_ = backend_.allocate({int(largest_), 1, 1}, Layout::features);
+    gradient_b_ = backend_.allocate({int(largest_), 1, 1}, Layout::features);
+  }
+  buffers_allocated_ = true;
+}
 
-  for (auto& tap : taps_) tap.gradient = backend_.allocate(stages_[tap.stage]->output_shape, Layout::features);
-  // Two buffers large enough for any layer carry the gradient down.
-  gradient_a_ = backend_.allocate({int(largest), 1, 1}, Layout::features);
-  gradient_b_ = backend_.allocate({int(largest), 1, 1}, Layout::features);
+void Network::release_buffers() {
+  if (use_ != NetworkUse::training) return;
+  for (auto& stage : stages_) stage->output = Tensor();
+  for (auto& tap : taps_) tap.gradient = Tensor();
+  gradient_a_ = gradient_b_ = Tensor();
+  buffers_allocated_ = false;
 }
 
 Network::~Network() = default;
@@ -116,6 +130,7 @@ Shape Network::tap_shape(int tap) const { return stages_[taps_[tap].stage]->outp
 void Network::forward(const Tensor& image) {
   if (!(image.shape() == input_) || image.layout() != Layout::planar)
     fail("internal: network planned for ", input_.describe(), " got ", image.shape().describe());
+  if (!buffers_allocated_) allocate_buffers();
   const Tensor* input = &image;
   for (auto& stage : stages_) {
     if (stage->convolution)
@@ -131,12 +146,13 @@ const Tensor& Network::features(int tap) const { return stages_[taps_[tap].stage
 Tensor& Network::feature_gradient(int tap) { return taps_[tap].gradient; }
 
 void Network::clear_feature_gradients() {
-  if (use_ != NetworkUse::training) return;
+  if (use_ != NetworkUse::training || !buffers_allocated_) return;
   for (auto& tap : taps_) backend_.fill(tap.gradient, 0.0f);
 }
 
 void Network::backward(Tensor& image_gradient) {
   if (use_ != NetworkUse::training) fail("internal: backward through a features-only network");
+  if (!buffers_allocated_) fail("internal: backward before forward");
   if (!(image_gradient.shape() == input_) || image_gradient.layout() != Layout::planar)
     fail("internal: image gradient has the wrong shape");
   int deepest_stage = 0;

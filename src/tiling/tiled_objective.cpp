@@ -162,6 +162,18 @@ TiledObjective::TiledObjective(Backend& backend, const Architecture& arch, const
 
 TiledObjective::~TiledObjective() = default;
 
+void TiledObjective::forward_tile(std::size_t i) {
+  auto& t = tiles_[i];
+  if (t.planned->resident == int(i) && t.planned->network->holds_buffers()) return;
+  for (auto& [shape, other] : planned_)
+    if (other.get() != t.planned && other->network->holds_buffers()) {
+      other->network->release_buffers();
+      other->resident = -1;
+    }
+  t.planned->network->forward(t.grown_image);
+  t.planned->resident = int(i);
+}
+
 std::vector<float> TiledObjective::local_part(const std::vector<float>& full) const {
   std::vector<float> local(local_elements_);
   const std::size_t plane = std::size_t(grid_.width) * grid_.height;
@@ -211,9 +223,10 @@ void TiledObjective::set_content(const std::vector<float>& full_content) {
       for (int y = g.y0; y < g.y1; ++y)
         out = std::copy_n(full_content.data() + c * plane + std::size_t(y) * grid_.width + g.x0, g.width(), out);
     backend_.upload(grown, t.grown_image);
-    Network& net = *t.planned->network;
-    net.forward(t.grown_image);
     t.planned->resident = -1;
+    forward_tile(std::size_t(&t - tiles_.data()));
+    t.planned->resident = -1;  // content, not the image: a render must forward again
+    Network& net = *t.planned->network;
     t.content_targets.clear();
     for (int tap : t.planned->content_taps) {
       Tensor target = backend_.allocate(net.tap_shape(tap), Layout::features);
@@ -296,8 +309,8 @@ LossTerms TiledObjective::evaluate(const Tensor& local_image, Tensor& local_grad
   for (std::size_t i = 0; i < tiles_.size(); ++i) {
     auto& t = tiles_[i];
     Network& net = *t.planned->network;
-    net.forward(t.grown_image);
-    t.planned->resident = int(i);
+    t.planned->resident = -1;  // the image changed since the last pass
+    forward_tile(i);
     for (std::size_t c = 0; c < t.planned->content_taps.size(); ++c) {
       const auto& global = global_content_[c];
       Window owned = features_of(t.tile.owned, t, content_stride_[c], global);
@@ -342,10 +355,7 @@ LossTerms TiledObjective::evaluate(const Tensor& local_image, Tensor& local_grad
   for (std::size_t i = 0; i < tiles_.size(); ++i) {
     auto& t = tiles_[i];
     Network& net = *t.planned->network;
-    if (t.planned->resident != int(i)) {
-      net.forward(t.grown_image);
-      t.planned->resident = int(i);
-    }
+    forward_tile(i);  // again, unless this tile's activations are still held
     net.clear_feature_gradients();
     for (std::size_t c = 0; c < t.planned->content_taps.size(); ++c) {
       const auto& global = global_content_[c];

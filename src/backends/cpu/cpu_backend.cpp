@@ -165,6 +165,23 @@ std::shared_ptr<const CpuBackend::OwnedMemory> CpuBackend::reordered_weights(con
   return owned;
 }
 
+std::shared_ptr<const CpuBackend::OwnedMemory> CpuBackend::derived_weights(
+    const std::shared_ptr<const OwnedMemory>& from, const memory::desc& desc) {
+  std::erase_if(derived_cache_, [](const DerivedWeights& d) { return d.memory.expired() || d.from.expired(); });
+  for (const auto& cached : derived_cache_)
+    if (cached.from_address == from.get() && cached.desc == desc)
+      if (auto memory = cached.memory.lock()) return memory;
+  auto owned = std::make_shared<OwnedMemory>(allocate_memory(desc));
+  dnnl_checked("weight reorder", [&] {
+    dnnl::memory source = from->memory;  // a handle; the reorder only reads it
+    dnnl::reorder(source, owned->memory).execute(stream_, source, owned->memory);
+    stream_.wait();
+    return 0;
+  });
+  derived_cache_.push_back({from, from.get(), desc, owned});
+  return owned;
+}
+
 memory::desc CpuBackend::describe_memory(const Shape& shape, Layout layout, DataType type) {
   return memory::desc({1, shape.channels, shape.height, shape.width}, dnnl_type(type),
                       layout == Layout::planar ? tag::nchw : tag::nhwc);

@@ -82,6 +82,10 @@ class CpuBackend final : public Backend {
   // planned from the same values in the same layout (the style targets'
   // network and the render's), so each backbone is held once per layout.
   std::shared_ptr<const OwnedMemory> reordered_weights(const ConvWeights& weights, const dnnl::memory::desc& desc);
+  // `from` reordered into `desc`, shared the same way (the backward layout
+  // made from the forward copy, once for all networks).
+  std::shared_ptr<const OwnedMemory> derived_weights(const std::shared_ptr<const OwnedMemory>& from,
+                                                     const dnnl::memory::desc& desc);
 
  private:
   dnnl::engine engine_;
@@ -98,6 +102,13 @@ class CpuBackend final : public Backend {
     std::weak_ptr<const OwnedMemory> memory;
   };
   std::vector<CachedWeights> weight_cache_;
+  struct DerivedWeights {
+    std::weak_ptr<const OwnedMemory> from;
+    const OwnedMemory* from_address;
+    dnnl::memory::desc desc;
+    std::weak_ptr<const OwnedMemory> memory;
+  };
+  std::vector<DerivedWeights> derived_cache_;
 };
 
 }  // namespace tessera::cpu

@@ -118,17 +118,13 @@ class CpuConvolution final : public ConvolutionLayer {
 
   void backward(const Tensor& output, Tensor& grad_output, Tensor& grad_input) override {
     dnnl_checked("convolution backward", [&] {
-      if (!backward_weights_.storage) {
-        backward_weights_ = backend_.allocate_memory(backward_weights_desc_);
-        dnnl::memory source = forward_weights_->memory;  // a handle; the reorder only reads it
-        dnnl::reorder(source, backward_weights_.memory).execute(backend_.stream(), source, backward_weights_.memory);
-      }
+      if (!backward_weights_) backward_weights_ = backend_.derived_weights(forward_weights_, backward_weights_desc_);
       Tensor& destination = input_layout_ == Layout::planar ? staged_gradient_ : grad_input;
       memory dst = backend_.wrap(output), diff = backend_.wrap(grad_output), diff_src = backend_.wrap(destination);
       relu_backward_.execute(backend_.stream(),
                              {{DNNL_ARG_DST, dst}, {DNNL_ARG_DIFF_DST, diff}, {DNNL_ARG_DIFF_SRC, diff}});
       backward_.execute(backend_.stream(), {{DNNL_ARG_DIFF_DST, diff},
-                                            {DNNL_ARG_WEIGHTS, backward_weights_.memory},
+                                            {DNNL_ARG_WEIGHTS, backward_weights_->memory},
                                             {DNNL_ARG_DIFF_SRC, diff_src}});
       backend_.stream().wait();
       return 0;
@@ -145,7 +141,8 @@ class CpuConvolution final : public ConvolutionLayer {
   double macs_ = 0.0;
   std::shared_ptr<const CpuBackend::OwnedMemory> forward_weights_;
   memory::desc backward_weights_desc_;
-  CpuBackend::OwnedMemory backward_weights_, bias_;
+  std::shared_ptr<const CpuBackend::OwnedMemory> backward_weights_;
+  CpuBackend::OwnedMemory bias_;
   dnnl::convolution_forward forward_;
   dnnl::convolution_backward_data backward_;
   dnnl::eltwise_backward relu_backward_;
