@@ -18,6 +18,23 @@
 
 namespace tessera {
 
+// A style image in the backbone's input domain (planar 3 x H x W, host).
+struct StyleImage {
+  int width = 0, height = 0;
+  std::vector<float> planar;
+};
+
+// The style Gram targets computed on tiles of each style image (features
+// only: one tile's activations at a time), the tiles spread over the ranks,
+// summed over fixed blocks in double like the render's own statistics, and
+// blended as sum_k w_k G(style_k) with the weights normalised to sum to 1.
+// `rows` x `columns` is the render's grid, used for the style images too
+// (fewer tiles where a style image is too small).
+StyleTargets tiled_style_targets(Backend& backend, const Architecture& arch, const WeightSet& weights,
+                                 Pooling pooling, const std::vector<std::string>& layers,
+                                 const std::vector<StyleImage>& styles, const std::vector<float>& blend_weights,
+                                 int rows, int columns, Communicator& communicator);
+
 class TiledObjective {
  public:
   // `owners[t]` is the rank that owns tile t.

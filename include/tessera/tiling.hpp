@@ -74,6 +74,17 @@ int total_stride_for(const Architecture& arch, const std::vector<std::string>& l
 // it, so input up to one field beyond the tile must be real pixels.
 int halo_width_for(const Architecture& arch, const std::vector<std::string>& layers);
 
+// A box of the image (on the block grid) as a window of the feature map a
+// tile computes on its grown box, at a layer of this stride: the positions q
+// whose pixel q * stride lies in the box, clipped to the whole image's map
+// (`whole_map`: its height and width at that layer). Boxes that reach the
+// image's right or bottom edge take the rest of the whole map (ceil-rounded
+// pools). Grown boxes start on the stride grid, so local position = global
+// position - grown origin / stride.
+struct Window;
+Window feature_window(const Box& box, const Box& grown, int stride, int whole_map_height, int whole_map_width,
+                      int image_width, int image_height);
+
 // Parses "2x3" (rows x columns); throws tessera::Error otherwise.
 void parse_tile_grid(const std::string& text, int& rows, int& columns);
 

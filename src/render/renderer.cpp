@@ -33,18 +33,13 @@ Renderer::Renderer(Backend& backend, Communicator& communicator, RenderSettings 
                                                 settings_.objective, communicator_);
   if (!settings_.objective.content_layers.empty()) objective_->set_content(to_input_domain(inputs_.content));
   if (!settings_.objective.style_layers.empty()) {
-    std::vector<Tensor> styles;
-    std::vector<const Tensor*> pointers;
-    for (const auto& style : inputs_.styles) {
-      Tensor t = backend_.allocate({3, style.height, style.width}, Layout::planar);
-      backend_.upload(to_input_domain(style), t);
-      styles.push_back(std::move(t));
-    }
-    for (const auto& style : styles) pointers.push_back(&style);
+    std::vector<StyleImage> styles;
+    for (const auto& style : inputs_.styles) styles.push_back({style.width, style.height, to_input_domain(style)});
     std::vector<float> blend = inputs_.blend_weights;
     if (blend.empty()) blend.assign(styles.size(), 1.0f);
-    objective_->set_style_targets(compute_style_targets(backend_, arch, *inputs_.weights, settings_.objective.pooling,
-                                                        settings_.objective.style_layers, pointers, blend));
+    objective_->set_style_targets(tiled_style_targets(backend_, arch, *inputs_.weights, settings_.objective.pooling,
+                                                      settings_.objective.style_layers, styles, blend,
+                                                      settings_.tile_rows, settings_.tile_columns, communicator_));
   }
 
   // The starting image, whole on every rank (the same on any rank count),

@@ -2,6 +2,7 @@
 #include <charconv>
 #include <sstream>
 
+#include "tessera/backend.hpp"
 #include "tessera/error.hpp"
 #include "tessera/tiling.hpp"
 
@@ -91,6 +92,14 @@ int halo_width_for(const Architecture& arch, const std::vector<std::string>& lay
   int field = 1;
   for (const auto& layer : layers) field = std::max(field, receptive_field(arch, layer).size_px);
   return (field + stride - 1) / stride * stride;
+}
+
+Window feature_window(const Box& box, const Box& grown, int stride, int whole_map_height, int whole_map_width,
+                      int image_width, int image_height) {
+  int x0 = std::min(box.x0 / stride, whole_map_width), y0 = std::min(box.y0 / stride, whole_map_height);
+  int x1 = box.x1 == image_width ? whole_map_width : std::min(box.x1 / stride, whole_map_width);
+  int y1 = box.y1 == image_height ? whole_map_height : std::min(box.y1 / stride, whole_map_height);
+  return {y0 - grown.y0 / stride, x0 - grown.x0 / stride, y1 - y0, x1 - x0};
 }
 
 void parse_tile_grid(const std::string& text, int& rows, int& columns) {

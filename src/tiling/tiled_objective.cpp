@@ -282,14 +282,7 @@ void TiledObjective::fill_halos(const Tensor& local_image) {
 }
 
 Window TiledObjective::features_of(const Box& box, const LocalTile& t, int stride, const MapSize& global) const {
-  // Grown boxes start on the stride grid, so local position = global
-  // position - grown.x0 / stride. The last boxes take whatever the whole map
-  // has beyond (ceil-rounded pools); all are clipped to the whole map.
-  const Box& g = t.tile.grown;
-  int x0 = std::min(box.x0 / stride, global.width), y0 = std::min(box.y0 / stride, global.height);
-  int x1 = box.x1 == grid_.width ? global.width : std::min(box.x1 / stride, global.width);
-  int y1 = box.y1 == grid_.height ? global.height : std::min(box.y1 / stride, global.height);
-  return {y0 - g.y0 / stride, x0 - g.x0 / stride, y1 - y0, x1 - x0};
+  return feature_window(box, t.tile.grown, stride, global.height, global.width, grid_.width, grid_.height);
 }
 
 LossTerms TiledObjective::evaluate(const Tensor& local_image, Tensor& local_gradient) {
@@ -400,6 +393,99 @@ double TiledObjective::flops_per_evaluation() const {
     total += 2.0 * macs;
   }
   return communicator_.sum(total);
+}
+
+StyleTargets tiled_style_targets(Backend& backend, const Architecture& arch, const WeightSet& weights,
+                                 Pooling pooling, const std::vector<std::string>& layers,
+                                 const std::vector<StyleImage>& styles, const std::vector<float>& blend_weights,
+                                 int rows, int columns, Communicator& communicator) {
+  if (styles.empty()) fail("no style image given");
+  if (blend_weights.size() != styles.size())
+    fail("got ", blend_weights.size(), " style blend weights for ", styles.size(), " style images");
+  double total_weight = 0.0;
+  for (float w : blend_weights) {
+    if (!(w >= 0.0f)) fail("style blend weights must be non-negative, got ", w);
+    total_weight += w;
+  }
+  if (!(total_weight > 0.0)) fail("style blend weights sum to zero");
+  StyleTargets targets;
+  targets.layers = layers;
+  if (layers.empty()) return targets;
+
+  const int stride = total_stride_for(arch, layers), halo = halo_width_for(arch, layers);
+  std::vector<int> layer_stride;
+  for (const auto& layer : layers) layer_stride.push_back(receptive_field(arch, layer).stride_px);
+  std::vector<std::size_t> offsets;
+  std::vector<double> blended;
+  for (std::size_t k = 0; k < styles.size(); ++k) {
+    const StyleImage& style = styles[k];
+    std::vector<MapSize> global;
+    for (const auto& layer : layers) {
+      global.push_back(feature_map_size(arch, layer, style.height, style.width));
+      if (global.back().channels == 0)
+        fail("the style image (", style.width, "x", style.height, " px) is too small for layer ", layer);
+    }
+    if (k == 0) {
+      for (const auto& size : global) {
+        offsets.push_back(blended.size());
+        blended.resize(blended.size() + std::size_t(size.channels) * size.channels);
+      }
+    }
+    // The style image's own grid: as many tiles as the render's, fewer when
+    // it is too small to hold them.
+    const int block = reduction_block_for(style.width, style.height, stride);
+    const int style_rows = std::clamp(rows, 1, std::max(1, style.height / block));
+    const int style_columns = std::clamp(columns, 1, std::max(1, style.width / block));
+    TileGrid grid = TileGrid::make(style.width, style.height, style_rows, style_columns, stride, halo, block);
+    auto owners = place_tiles(int(grid.tiles.size()), communicator.size());
+    std::vector<double> sums(blended.size(), 0.0);
+    std::map<std::pair<int, int>, std::unique_ptr<Network>> networks;
+    const std::size_t plane = std::size_t(style.width) * style.height;
+    for (const Tile& tile : grid.tiles) {
+      if (owners[tile.index] != communicator.rank()) continue;
+      const Box& g = tile.grown;
+      std::vector<float> crop(3 * std::size_t(g.area()));
+      float* out = crop.data();
+      for (int c = 0; c < 3; ++c)
+        for (int y = g.y0; y < g.y1; ++y)
+          out = std::copy_n(style.planar.data() + c * plane + std::size_t(y) * style.width + g.x0, g.width(), out);
+      Tensor image = backend.allocate({3, g.height(), g.width()}, Layout::planar);
+      backend.upload(crop, image);
+      auto key = std::make_pair(g.height(), g.width());
+      if (!networks.count(key)) {
+        networks.clear();  // one tile's buffers at a time
+        networks[key] = std::make_unique<Network>(backend, arch, weights, pooling, image.shape(), layers,
+                                                  NetworkUse::features_only);
+      }
+      Network* network = networks[key].get();
+      network->forward(image);
+      for (std::size_t l = 0; l < layers.size(); ++l) {
+        int tap = network->tap_index(layers[l]);
+        const auto& size = global[l];
+        Tensor partial = backend.allocate({1, size.channels, size.channels}, Layout::planar);
+        auto gram = backend.plan_gram(network->tap_shape(tap));
+        float normaliser = float(1.0 / (double(size.channels) * size.height * size.width));
+        std::span<double> sum(sums.data() + offsets[l], partial.elements());
+        for (const Box& block_box : grid.blocks()) {
+          if (!tile.owned.contains(block_box)) continue;
+          Window window = feature_window(block_box, g, layer_stride[l], size.height, size.width, style.width,
+                                         style.height);
+          if (window.area() == 0) continue;
+          gram->forward_contiguous(network->features(tap), window, normaliser, partial);
+          backend.accumulate_double(partial, sum);
+        }
+      }
+    }
+    if (communicator.size() > 1) communicator.sum(std::span<double>(sums));
+    for (std::size_t i = 0; i < sums.size(); ++i) blended[i] += blend_weights[k] / total_weight * sums[i];
+  }
+  for (std::size_t l = 0; l < layers.size(); ++l) {
+    int c = feature_map_size(arch, layers[l], styles[0].height, styles[0].width).channels;
+    Tensor gram = backend.allocate({1, c, c}, Layout::planar);
+    backend.assign_from_double(std::span<const double>(blended.data() + offsets[l], gram.elements()), gram);
+    targets.grams.push_back(std::move(gram));
+  }
+  return targets;
 }
 
 }  // namespace tessera
