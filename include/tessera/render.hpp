@@ -72,6 +72,9 @@ class Renderer {
   // other than 0 get an empty image.
   Image image() const;
   TiledObjective& objective() { return *objective_; }
+  // The loss gradient at the current image, whole (rank 0; others get it
+  // empty), without updating anything: a collective call.
+  std::vector<float> gradient();
   Backend& backend() { return backend_; }
 
  private:

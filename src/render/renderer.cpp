@@ -133,6 +133,22 @@ int Renderer::run(const std::function<bool(const IterationReport&)>& on_iteratio
   return done;
 }
 
+std::vector<float> Renderer::gradient() {
+  objective_->evaluate(image_, gradient_);
+  std::vector<float> local(gradient_.elements()), gathered;
+  backend_.download(gradient_, local);
+  communicator_.gather_to_root(local, gathered);
+  if (communicator_.rank() != 0) return {};
+  const TileGrid& grid = objective_->grid();
+  std::vector<float> whole(3 * std::size_t(grid.width) * grid.height);
+  const float* part = gathered.data();
+  for (int rank = 0; rank < communicator_.size(); ++rank) {
+    objective_->place_rank(rank, part, whole);
+    part += objective_->elements_of_rank(rank);
+  }
+  return whole;
+}
+
 Image Renderer::image() const {
   std::vector<float> local(image_.elements());
   backend_.download(image_, local);

@@ -159,6 +159,27 @@ TEST(Cli, InterruptedRenderWritesTheImageSoFar) {
   EXPECT_LT(done, 100000);
 }
 
+// A halo smaller than the rule's is an approximation: the render measures
+// and reports its error; the exact halo measures none.
+TEST(Cli, SmallHaloReportsItsMeasuredError) {
+  REQUIRE_REAL_DATA();
+  fs::path folder = testing::scratch_dir();
+  auto run_with = [&](const std::string& halo) {
+    return run_tessera("render --content '" + content + "' --style '" + style + "' --weights '" + weights.string() +
+                           "' --size 96 --iterations 2 --tiles 2x2 --halo " + halo + " -q -o out.png",
+                       folder);
+  };
+  CommandRun small = run_with("4");
+  ASSERT_EQ(small.exit_code, 0) << small.output;
+  auto at = small.output.find("the gradient is off by up to ");
+  ASSERT_NE(at, std::string::npos) << small.output;
+  double percent = std::stod(small.output.substr(at + std::string("the gradient is off by up to ").size()));
+  EXPECT_GT(percent, 0.1);
+  CommandRun exact = run_with("24");  // the rule's halo for relu3_1
+  ASSERT_EQ(exact.exit_code, 0) << exact.output;
+  EXPECT_NE(exact.output.find("the gradient is off by up to 0 %"), std::string::npos) << exact.output;
+}
+
 struct BadInput {
   const char* name;
   std::string arguments;    // {C} content, {S} style, {W} weights
