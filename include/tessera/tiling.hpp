@@ -92,3 +92,23 @@ void parse_tile_grid(const std::string& text, int& rows, int& columns);
 std::vector<int> place_tiles(int tile_count, int rank_count);
 
 }  // namespace tessera
+
+namespace tessera {
+
+// What a rank needs, roughly, to render its tiles (bytes): the backbone's
+// weights in two layouts, the whole images on the host, the optimiser's
+// state over its owned pixels, every tile's content targets, and one tile's
+// activations at a time (the largest of its tiles).
+struct MemoryEstimate {
+  double weights = 0, images = 0, optimiser = 0, content_targets = 0, activations = 0;
+  double total() const { return weights + images + optimiser + content_targets + activations; }
+};
+MemoryEstimate estimate_rank_memory(const Architecture& arch, const std::vector<std::string>& content_layers,
+                                    const std::vector<std::string>& style_layers, const TileGrid& grid,
+                                    const std::vector<int>& owners, int rank, int bytes_per_activation,
+                                    int optimiser_vectors);
+
+// Parses "8GiB", "512MiB", "2G", "1.5GB" into bytes; throws tessera::Error.
+double parse_bytes(const std::string& text);
+
+}  // namespace tessera

@@ -69,6 +69,7 @@ struct RenderOptions {
   std::string precision = "f32";
   std::string tiles = "auto";
   std::string halo = "exact";
+  std::string memory_per_rank;
   int threads = 0;
   std::string config;
   std::string log_json;
@@ -269,14 +270,56 @@ int run_render(CLI::App& command, RenderOptions& o) {
   }
   inputs.blend_weights = o.style_blend_weights;
 
-  // Tiles: one per rank unless the user chose a grid.
+  // Tiles: one per rank unless the user chose a grid; more per rank when a
+  // memory budget asks for it.
   if (o.tiles == "auto") {
-    int ranks = communicator.size(), rows = 1;
-    for (int r = 1; r * r <= ranks; ++r)
-      if (ranks % r == 0) rows = r;
-    settings.tile_rows = height > width ? ranks / rows : rows;
-    settings.tile_columns = ranks / settings.tile_rows;
+    const Architecture& a = architecture(model);
+    std::vector<std::string> used = settings.objective.content_layers;
+    used.insert(used.end(), settings.objective.style_layers.begin(), settings.objective.style_layers.end());
+    const int stride = total_stride_for(a, used), halo = halo_width_for(a, used);
+    const int block = reduction_block_for(width, height, stride);
+    const int ranks = communicator.size();
+    const int optimiser_vectors = o.optimizer == "adam" ? 2 : 2 * o.lbfgs_history + 2;
+    const int activation_bytes = o.precision == "bf16" ? 2 : 4;
+    const double budget = o.memory_per_rank.empty() ? 0.0 : parse_bytes(o.memory_per_rank);
+    bool chosen = false;
+    double needed = 0.0;
+    for (int per_rank = 1; per_rank <= 4096 && !chosen; per_rank *= 2) {
+      // rows x columns = ranks x per_rank, as square as the image allows.
+      const int tiles = ranks * per_rank;
+      int rows = 1;
+      for (int r = 1; r * r <= tiles; ++r)
+        if (tiles % r == 0) rows = r;
+      int columns = tiles / rows;
+      if (height > width) std::swap(rows, columns);
+      if (rows > height / block || columns > width / block) break;
+      settings.tile_rows = rows;
+      settings.tile_columns = columns;
+      if (budget == 0.0) {
+        chosen = true;
+        break;
+      }
+      TileGrid grid = TileGrid::make(width, height, rows, columns, stride, halo, block);
+      auto owners = place_tiles(int(grid.tiles.size()), ranks);
+      needed = 0.0;
+      for (int r = 0; r < ranks; ++r)
+        needed = std::max(needed, estimate_rank_memory(a, settings.objective.content_layers,
+                                                       settings.objective.style_layers, grid, owners, r,
+                                                       activation_bytes, optimiser_vectors)
+                                      .total());
+      if (needed <= budget) {
+        chosen = true;
+        notes.push_back(fmt::format("{}x{} tiles for --memory-per-rank {}: about {:.1f} GiB per rank (estimate)",
+                                    rows, columns, o.memory_per_rank, needed / (1u << 30)));
+      }
+    }
+    if (!chosen)
+      fail("the render does not fit in --memory-per-rank ", o.memory_per_rank, " with as many tiles as the image "
+           "holds (", settings.tile_rows, "x", settings.tile_columns, " need about ",
+           fmt::format("{:.1f}", needed / (1u << 30)), " GiB per rank): give more memory, more ranks, "
+           "--precision bf16, or --optimizer adam");
   } else {
+    if (!o.memory_per_rank.empty()) fail("--memory-per-rank chooses the tiles: use it with --tiles auto");
     parse_tile_grid(o.tiles, settings.tile_rows, settings.tile_columns);
   }
   if (o.halo != "exact") {
@@ -482,6 +525,8 @@ Command add_render_command(CLI::App& app) {
       ->capture_default_str();
   command->add_option("--tiles", o->tiles, "Tile grid ROWSxCOLUMNS, or auto (one tile per MPI rank)")
       ->capture_default_str();
+  command->add_option("--memory-per-rank", o->memory_per_rank,
+                      "With --tiles auto: the most memory a rank may use (8GiB, 512MiB); tiles follow from it");
   command->add_option("--halo", o->halo, "Halo around each tile: exact (from the receptive field) or pixels")
       ->capture_default_str();
   command->add_option("--config", o->config, "TOML file with any of these settings (flags win)");

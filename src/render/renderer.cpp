@@ -31,7 +31,6 @@ Renderer::Renderer(Backend& backend, Communicator& communicator, RenderSettings 
   auto owners = place_tiles(int(grid.tiles.size()), communicator_.size());
   objective_ = std::make_unique<TiledObjective>(backend_, arch, *inputs_.weights, std::move(grid), std::move(owners),
                                                 settings_.objective, communicator_);
-  if (!settings_.objective.content_layers.empty()) objective_->set_content(to_input_domain(inputs_.content));
   if (!settings_.objective.style_layers.empty()) {
     std::vector<StyleImage> styles;
     for (const auto& style : inputs_.styles) styles.push_back({style.width, style.height, to_input_domain(style)});
@@ -41,6 +40,10 @@ Renderer::Renderer(Backend& backend, Communicator& communicator, RenderSettings 
                                                       settings_.objective.style_layers, styles, blend,
                                                       settings_.tile_rows, settings_.tile_columns, communicator_));
   }
+
+  // After the style targets, so that their (temporary) networks never
+  // share memory with the render's activations.
+  if (!settings_.objective.content_layers.empty()) objective_->set_content(to_input_domain(inputs_.content));
 
   // The starting image, whole on every rank (the same on any rank count),
   // of which each rank keeps its tiles' part.

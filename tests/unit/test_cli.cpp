@@ -180,6 +180,29 @@ TEST(Cli, SmallHaloReportsItsMeasuredError) {
   EXPECT_NE(exact.output.find("the gradient is off by up to 0 %"), std::string::npos) << exact.output;
 }
 
+// --memory-per-rank picks the tiles from an estimate: a large budget keeps
+// one tile, a small one asks for more, an impossible one is a clear error.
+TEST(Cli, MemoryBudgetChoosesTheTiles) {
+  REQUIRE_REAL_DATA();
+  fs::path folder = testing::scratch_dir();
+  auto run_with = [&](const std::string& budget) {
+    return run_tessera("render --content '" + content + "' --style '" + style + "' --weights '" + weights.string() +
+                           "' --size 256 --iterations 1 --optimizer adam --memory-per-rank " + budget +
+                           " -o out.png",
+                       folder);
+  };
+  CommandRun large = run_with("8GiB");
+  ASSERT_EQ(large.exit_code, 0) << large.output;
+  EXPECT_NE(large.output.find("1x1 tiles for --memory-per-rank"), std::string::npos) << large.output;
+  CommandRun small = run_with("240MiB");
+  ASSERT_EQ(small.exit_code, 0) << small.output;
+  EXPECT_EQ(small.output.find("1x1 tiles for"), std::string::npos) << small.output;
+  EXPECT_NE(small.output.find("tiles for --memory-per-rank 240MiB"), std::string::npos) << small.output;
+  CommandRun impossible = run_with("1MiB");
+  EXPECT_EQ(impossible.exit_code, 1);
+  EXPECT_NE(impossible.output.find("does not fit in --memory-per-rank 1MiB"), std::string::npos) << impossible.output;
+}
+
 struct BadInput {
   const char* name;
   std::string arguments;    // {C} content, {S} style, {W} weights
