@@ -112,6 +112,9 @@ TiledObjective::TiledObjective(Backend& backend, const Architecture& arch, const
     scratch_.push_back(backend_.allocate(gram, Layout::planar));
     differences_.push_back(backend_.allocate(gram, Layout::planar));
   }
+  // ... and the content and TV loss values after them: one all-reduce per
+  // evaluation carries every global sum.
+  gram_sums_.resize(gram_sums_.size() + 2);
   for (const Box& block : grid_.blocks())
     for (auto& t : tiles_)
       if (t.tile.owned.contains(block)) t.blocks.push_back(block);
@@ -297,7 +300,7 @@ LossTerms TiledObjective::evaluate(const Tensor& local_image, Tensor& local_grad
   times_.halo = seconds_since(start);
 
   // Pass 1: statistics over owned positions.
-  double content_sum = 0.0;
+  double content_sum = 0.0, tv_sum = 0.0;
   std::fill(gram_sums_.begin(), gram_sums_.end(), 0.0);
   for (std::size_t i = 0; i < tiles_.size(); ++i) {
     auto& t = tiles_[i];
@@ -313,6 +316,10 @@ LossTerms TiledObjective::evaluate(const Tensor& local_image, Tensor& local_grad
                      backend_.squared_distance(net.features(t.planned->content_taps[c]), t.content_targets[c],
                                                owned, 0.0f, nullptr);
     }
+    // The TV value now, so that it joins the one all-reduce; the gradient
+    // this writes into grown_gradient is overwritten by the backward pass.
+    tv_sum += backend_.total_variation(t.grown_image, settings_.tv_weight, t.grown_gradient,
+                                       window_in(t.tile.owned, t.tile.grown));
     for (std::size_t l = 0; l < t.planned->style_taps.size(); ++l) {
       const auto& global = global_style_[l];
       float normaliser = float(1.0 / (double(global.channels) * global.height * global.width));
@@ -327,13 +334,17 @@ LossTerms TiledObjective::evaluate(const Tensor& local_image, Tensor& local_grad
     }
   }
   auto reduce_start = clock::now();
-  if (communicator_.size() > 1 && !gram_sums_.empty()) communicator_.sum(std::span<double>(gram_sums_));
+  gram_sums_[gram_sums_.size() - 2] = content_sum;
+  gram_sums_[gram_sums_.size() - 1] = tv_sum;
+  if (communicator_.size() > 1) communicator_.sum(std::span<double>(gram_sums_));
+  LossTerms losses;
+  losses.content = gram_sums_[gram_sums_.size() - 2];
+  losses.tv = gram_sums_[gram_sums_.size() - 1];
   times_.allreduce += seconds_since(reduce_start);
   for (std::size_t l = 0; l < grams_.size(); ++l)
     backend_.assign_from_double(std::span<const double>(gram_sums_.data() + gram_offsets_[l], grams_[l].elements()),
                                 grams_[l]);
 
-  LossTerms losses;
   for (std::size_t l = 0; l < grams_.size(); ++l) {
     double c = global_style_[l].channels;
     backend_.subtract(grams_[l], targets_.grams[l], differences_[l]);
@@ -344,7 +355,6 @@ LossTerms TiledObjective::evaluate(const Tensor& local_image, Tensor& local_grad
 
   // Pass 2: each tile back-propagates on its own; no masking is needed, as
   // the garbage near a grown box's inner edges never reaches an owned pixel.
-  double tv_sum = 0.0;
   for (std::size_t i = 0; i < tiles_.size(); ++i) {
     auto& t = tiles_[i];
     Network& net = *t.planned->network;
@@ -367,17 +377,11 @@ LossTerms TiledObjective::evaluate(const Tensor& local_image, Tensor& local_grad
     }
     net.backward(t.grown_gradient);
     Window owned = window_in(t.tile.owned, t.tile.grown);
-    tv_sum += backend_.total_variation(t.grown_image, settings_.tv_weight, t.grown_gradient, owned);
+    backend_.total_variation(t.grown_image, settings_.tv_weight, t.grown_gradient, owned);
     Tensor gradient_slice = local_gradient.slice(t.offset, {3, t.tile.owned.height(), t.tile.owned.width()});
     backend_.copy_window(t.grown_gradient, owned, gradient_slice, 0, 0);
   }
-  double sums[2] = {content_sum, tv_sum};
-  reduce_start = clock::now();
-  if (communicator_.size() > 1) communicator_.sum(std::span<double>(sums, 2));
-  times_.allreduce += seconds_since(reduce_start);
   times_.compute = seconds_since(start) - times_.halo - times_.allreduce;
-  losses.content = sums[0];
-  losses.tv = sums[1];
   return losses;
 }
 
