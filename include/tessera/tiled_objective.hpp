@@ -18,7 +18,8 @@
 
 namespace tessera {
 
-// A style image in the backbone's input domain (planar 3 x H x W, host).
+// A style image in the backbone's input domain (planar 3 x H x W, host;
+// on rank 0 only: the other ranks receive their tiles' crops).
 struct StyleImage {
   int width = 0, height = 0;
   std::vector<float> planar;
@@ -47,17 +48,19 @@ class TiledObjective {
   // The length of this rank's vectors: its tiles' owned pixels, 3 planes each,
   // one tile after another in tile order.
   std::size_t local_elements() const { return local_elements_; }
-  // A full planar 3 x H x W host image -> this rank's part, and back (only
-  // this rank's boxes are written into `full`).
-  std::vector<float> local_part(const std::vector<float>& full) const;
+  // This rank's boxes written into a full planar 3 x H x W host image.
   void place_local(const std::vector<float>& local, std::vector<float>& full) const;
   // The same for the parts of another rank's tiles (for gathering).
   void place_rank(int rank, const float* part, std::vector<float>& full) const;
   std::size_t elements_of_rank(int rank) const;
 
-  // Targets. The content image is the full image (input domain, planar);
-  // each tile keeps the content features of its grown box.
-  void set_content(const std::vector<float>& full_content);
+  // Every tile's owned and grown box, in tile order (with owners()).
+  std::vector<Box> owned_boxes() const;
+  std::vector<Box> grown_boxes() const;
+  // Targets: the content image's crops on this rank's tiles' grown boxes
+  // (input domain, planar, tile order: what scatter_boxes gives); each tile
+  // keeps the content features of its grown box.
+  void set_content(const std::vector<float>& grown_crops);
   void set_style_targets(StyleTargets targets);
 
   // Loss at this rank's part of the image and its gradient (overwritten);
@@ -108,5 +111,16 @@ class TiledObjective {
   std::vector<std::size_t> gram_offsets_;
   Times times_;
 };
+
+}  // namespace tessera
+
+namespace tessera {
+
+// Rank 0 holds a whole planar 3 x height x width image (`whole`; empty on
+// the other ranks); every rank receives the crops of the boxes it owns (3
+// planes each), one after another in box order. Images are read once and
+// scattered: no other rank ever holds the whole image.
+std::vector<float> scatter_boxes(Communicator& communicator, const std::vector<float>& whole, int width,
+                                 int height, const std::vector<Box>& boxes, const std::vector<int>& owners);
 
 }  // namespace tessera

@@ -252,11 +252,16 @@ int run_render(CLI::App& command, RenderOptions& o) {
     if (settings.init == InitKind::image) inputs.init_image = load_resized(o.init, width, height, "init image");
   }
   if (communicator.size() > 1) {
+    // Only the sizes travel now; the renderer scatters to each rank the
+    // parts of the images its tiles need.
     auto share = [&](Image& image) {
       std::vector<float> header = {float(image.width), float(image.height)};
       communicator.broadcast(header);
-      if (!root) image = Image(int(header[0]), int(header[1]));
-      communicator.broadcast(image.pixels);
+      if (!root) {
+        image.width = int(header[0]);
+        image.height = int(header[1]);
+        image.pixels.clear();
+      }
     };
     share(inputs.content);
     width = inputs.content.width;

@@ -17,6 +17,11 @@ Renderer::Renderer(Backend& backend, Communicator& communicator, RenderSettings 
   to_input_ = inputs_.weights->input;
   to_rgb_ = to_input_.inverse();
   const int width = inputs_.content.width, height = inputs_.content.height;
+  // Rank 0 holds the images' pixels; the others know only their sizes and
+  // receive the parts they need.
+  const bool root = communicator_.rank() == 0;
+  if (root && inputs_.content.pixels.size() != 3 * std::size_t(width) * height)
+    fail("internal: rank 0 needs the content image's pixels");
 
   // The tile grid: boundaries on the total stride of the layers in use, the
   // exact halo unless the user asked for a smaller one.
@@ -33,7 +38,8 @@ Renderer::Renderer(Backend& backend, Communicator& communicator, RenderSettings 
                                                 settings_.objective, communicator_);
   if (!settings_.objective.style_layers.empty()) {
     std::vector<StyleImage> styles;
-    for (const auto& style : inputs_.styles) styles.push_back({style.width, style.height, to_input_domain(style)});
+    for (const auto& style : inputs_.styles)
+      styles.push_back({style.width, style.height, root ? to_input_domain(style) : std::vector<float>()});
     std::vector<float> blend = inputs_.blend_weights;
     if (blend.empty()) blend.assign(styles.size(), 1.0f);
     objective_->set_style_targets(tiled_style_targets(backend_, arch, *inputs_.weights, settings_.objective.pooling,
@@ -43,34 +49,40 @@ Renderer::Renderer(Backend& backend, Communicator& communicator, RenderSettings 
 
   // After the style targets, so that their (temporary) networks never
   // share memory with the render's activations.
-  if (!settings_.objective.content_layers.empty()) objective_->set_content(to_input_domain(inputs_.content));
+  if (!settings_.objective.content_layers.empty())
+    objective_->set_content(scatter_boxes(communicator_, root ? to_input_domain(inputs_.content) : std::vector<float>(),
+                                          width, height, objective_->grown_boxes(), objective_->owners()));
 
-  // The starting image, whole on every rank (the same on any rank count),
-  // of which each rank keeps its tiles' part.
+  // The starting image, made whole on rank 0 (the same on any rank count)
+  // and scattered: each rank keeps its tiles' owned pixels.
   std::vector<float> start;
-  switch (settings_.init) {
-    case InitKind::content:
-      start = to_input_domain(inputs_.content);
-      break;
-    case InitKind::image:
-      if (!inputs_.init_image) fail("internal: init image missing");
-      if (inputs_.init_image->width != width || inputs_.init_image->height != height)
-        fail("internal: init image has the wrong size");
-      start = to_input_domain(*inputs_.init_image);
-      break;
-    case InitKind::random: {
-      // neural-style: normal noise of standard deviation 0.001 in the
-      // backbone's input domain, from the seed.
-      std::mt19937_64 generator(settings_.seed);
-      std::normal_distribution<float> normal(0.0f, 0.001f);
-      start.resize(3 * std::size_t(width) * height);
-      for (auto& v : start) v = normal(generator);
-      break;
+  if (root) {
+    switch (settings_.init) {
+      case InitKind::content:
+        start = to_input_domain(inputs_.content);
+        break;
+      case InitKind::image:
+        if (!inputs_.init_image) fail("internal: init image missing");
+        if (inputs_.init_image->width != width || inputs_.init_image->height != height)
+          fail("internal: init image has the wrong size");
+        start = to_input_domain(*inputs_.init_image);
+        break;
+      case InitKind::random: {
+        // neural-style: normal noise of standard deviation 0.001 in the
+        // backbone's input domain, from the seed.
+        std::mt19937_64 generator(settings_.seed);
+        std::normal_distribution<float> normal(0.0f, 0.001f);
+        start.resize(3 * std::size_t(width) * height);
+        for (auto& v : start) v = normal(generator);
+        break;
+      }
     }
   }
   Shape local{int(objective_->local_elements()), 1, 1};
   image_ = backend_.allocate(local, Layout::planar);
-  backend_.upload(objective_->local_part(start), image_);
+  auto owned = scatter_boxes(communicator_, start, width, height, objective_->owned_boxes(), objective_->owners());
+  start = {};
+  backend_.upload(owned, image_);
   gradient_ = backend_.allocate(local, Layout::planar);
   inputs_.weights = nullptr;  // planned and targets set: the caller may free them
 

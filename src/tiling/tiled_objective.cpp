@@ -177,17 +177,50 @@ void TiledObjective::forward_tile(std::size_t i) {
   t.planned->resident = int(i);
 }
 
-std::vector<float> TiledObjective::local_part(const std::vector<float>& full) const {
-  std::vector<float> local(local_elements_);
-  const std::size_t plane = std::size_t(grid_.width) * grid_.height;
-  for (const auto& t : tiles_) {
-    const Box& b = t.tile.owned;
-    float* out = local.data() + t.offset;
-    for (int c = 0; c < 3; ++c)
-      for (int y = b.y0; y < b.y1; ++y)
-        out = std::copy_n(full.data() + c * plane + std::size_t(y) * grid_.width + b.x0, b.width(), out);
+std::vector<Box> TiledObjective::owned_boxes() const {
+  std::vector<Box> boxes;
+  for (const Tile& tile : grid_.tiles) boxes.push_back(tile.owned);
+  return boxes;
+}
+
+std::vector<Box> TiledObjective::grown_boxes() const {
+  std::vector<Box> boxes;
+  for (const Tile& tile : grid_.tiles) boxes.push_back(tile.grown);
+  return boxes;
+}
+
+std::vector<float> scatter_boxes(Communicator& communicator, const std::vector<float>& whole, int width,
+                                 int height, const std::vector<Box>& boxes, const std::vector<int>& owners) {
+  const int me = communicator.rank(), ranks = communicator.size();
+  const std::size_t plane = std::size_t(width) * height;
+  std::vector<std::size_t> size_of(ranks, 0);
+  for (std::size_t b = 0; b < boxes.size(); ++b) size_of[owners[b]] += 3 * std::size_t(boxes[b].area());
+  std::vector<std::vector<float>> outgoing(ranks);
+  if (me == 0) {
+    if (whole.size() != 3 * plane) fail("internal: scatter_boxes needs the whole image on rank 0");
+    for (int r = 0; r < ranks; ++r) outgoing[r].reserve(size_of[r]);
+    for (std::size_t b = 0; b < boxes.size(); ++b) {
+      const Box& box = boxes[b];
+      auto& out = outgoing[owners[b]];
+      for (int c = 0; c < 3; ++c)
+        for (int y = box.y0; y < box.y1; ++y) {
+          const float* row = whole.data() + c * plane + std::size_t(y) * width + box.x0;
+          out.insert(out.end(), row, row + box.width());
+        }
+    }
   }
-  return local;
+  std::vector<float> mine;
+  std::vector<Transfer> sends, receives;
+  if (me == 0) {
+    for (int r = 1; r < ranks; ++r)
+      if (size_of[r] > 0) sends.push_back({r, outgoing[r]});
+    mine = std::move(outgoing[0]);
+  } else if (size_of[me] > 0) {
+    mine.resize(size_of[me]);
+    receives.push_back({0, mine});
+  }
+  communicator.exchange(sends, receives);
+  return mine;
 }
 
 std::size_t TiledObjective::elements_of_rank(int rank) const {
@@ -215,17 +248,15 @@ void TiledObjective::place_local(const std::vector<float>& local, std::vector<fl
   place_rank(communicator_.rank(), local.data(), full);
 }
 
-void TiledObjective::set_content(const std::vector<float>& full_content) {
-  const std::size_t plane = std::size_t(grid_.width) * grid_.height;
-  if (full_content.size() != 3 * plane) fail("internal: content image of the wrong size");
+void TiledObjective::set_content(const std::vector<float>& grown_crops) {
+  std::size_t expected = 0;
+  for (const auto& t : tiles_) expected += 3 * std::size_t(t.tile.grown.area());
+  if (grown_crops.size() != expected) fail("internal: content crops of the wrong size");
+  const float* crop = grown_crops.data();
   for (auto& t : tiles_) {
-    const Box& g = t.tile.grown;
-    std::vector<float> grown(3 * std::size_t(g.area()));
-    float* out = grown.data();
-    for (int c = 0; c < 3; ++c)
-      for (int y = g.y0; y < g.y1; ++y)
-        out = std::copy_n(full_content.data() + c * plane + std::size_t(y) * grid_.width + g.x0, g.width(), out);
-    backend_.upload(grown, t.grown_image);
+    std::size_t count = 3 * std::size_t(t.tile.grown.area());
+    backend_.upload(std::span<const float>(crop, count), t.grown_image);
+    crop += count;
     t.planned->resident = -1;
     forward_tile(std::size_t(&t - tiles_.data()));
     t.planned->resident = -1;  // content, not the image: a render must forward again
@@ -442,19 +473,18 @@ StyleTargets tiled_style_targets(Backend& backend, const Architecture& arch, con
     const int style_columns = std::clamp(columns, 1, std::max(1, style.width / block));
     TileGrid grid = TileGrid::make(style.width, style.height, style_rows, style_columns, stride, halo, block);
     auto owners = place_tiles(int(grid.tiles.size()), communicator.size());
+    std::vector<Box> grown;
+    for (const Tile& tile : grid.tiles) grown.push_back(tile.grown);
+    std::vector<float> crops = scatter_boxes(communicator, style.planar, style.width, style.height, grown, owners);
+    const float* crop = crops.data();
     std::vector<double> sums(blended.size(), 0.0);
     std::map<std::pair<int, int>, std::unique_ptr<Network>> networks;
-    const std::size_t plane = std::size_t(style.width) * style.height;
     for (const Tile& tile : grid.tiles) {
       if (owners[tile.index] != communicator.rank()) continue;
       const Box& g = tile.grown;
-      std::vector<float> crop(3 * std::size_t(g.area()));
-      float* out = crop.data();
-      for (int c = 0; c < 3; ++c)
-        for (int y = g.y0; y < g.y1; ++y)
-          out = std::copy_n(style.planar.data() + c * plane + std::size_t(y) * style.width + g.x0, g.width(), out);
       Tensor image = backend.allocate({3, g.height(), g.width()}, Layout::planar);
-      backend.upload(crop, image);
+      backend.upload(std::span<const float>(crop, 3 * std::size_t(g.area())), image);
+      crop += 3 * std::size_t(g.area());
       auto key = std::make_pair(g.height(), g.width());
       if (!networks.count(key)) {
         networks.clear();  // one tile's buffers at a time

@@ -39,6 +39,11 @@ Image render_case(const RenderCase& c, Communicator& communicator, const std::st
   inputs.weights = &weights;
   inputs.content = seeded_rgb(c.width, c.height, 71);
   inputs.styles.push_back(seeded_rgb(c.width - 9, c.height + 5, 72));
+  if (communicator.rank() != 0) {
+    // Only rank 0 holds pixels; the renderer scatters what each rank needs.
+    inputs.content.pixels.clear();
+    inputs.styles.back().pixels.clear();
+  }
   Renderer renderer(*backend, communicator, settings, std::move(inputs));
   EXPECT_EQ(renderer.run(nullptr), iterations) << renderer.stop_reason();
   return renderer.image();

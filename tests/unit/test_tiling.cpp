@@ -139,11 +139,11 @@ TEST(TiledObjective, MatchesTheWholeImageObjective) {
     TileGrid grid = TileGrid::make(w, h, rows, columns, stride, halo_width_for(arch, layers),
                                    reduction_block_for(w, h, stride));
     TiledObjective tiled(*backend, arch, weights, grid, place_tiles(rows * columns, 1), settings, single);
-    tiled.set_content(content_values);
+    tiled.set_content(scatter_boxes(single, content_values, w, h, tiled.grown_boxes(), tiled.owners()));
     tiled.set_style_targets(
         compute_style_targets(*backend, arch, weights, Pooling::max, settings.style_layers, {&style}, {1.0f}));
     Tensor local = backend->allocate({int(tiled.local_elements()), 1, 1}, Layout::planar);
-    backend->upload(tiled.local_part(x_values), local);
+    backend->upload(scatter_boxes(single, x_values, w, h, tiled.owned_boxes(), tiled.owners()), local);
     Tensor local_gradient = backend->allocate(local.shape(), Layout::planar);
     LossTerms got = tiled.evaluate(local, local_gradient);
     EXPECT_NEAR(got.content, expected.content, 1e-5 * expected.content);
