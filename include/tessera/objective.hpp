@@ -23,7 +23,14 @@ struct ObjectiveSettings {
   float style_weight = 100.0f;
   float tv_weight = 1e-3f;
   Pooling pooling = Pooling::max;
+
+  // Content layers, then the style layers not already among them.
+  std::vector<std::string> layers() const;
 };
+
+// The style blend weights checked (one per style image, none negative, not
+// all zero) and normalised to sum to 1.
+std::vector<double> normalised_blend_weights(std::size_t style_count, const std::vector<float>& blend_weights);
 
 struct LossTerms {
   double content = 0.0;

@@ -79,6 +79,9 @@ class Renderer {
 
  private:
   std::vector<float> to_input_domain(const Image& rgb) const;
+  // A rank-local vector (owned pixels) assembled into the whole planar image
+  // on rank 0 (empty elsewhere): a collective call.
+  std::vector<float> gather_whole(const Tensor& local) const;
 
   Backend& backend_;
   Communicator& communicator_;

@@ -279,8 +279,7 @@ int run_render(CLI::App& command, RenderOptions& o) {
   // memory budget asks for it.
   if (o.tiles == "auto") {
     const Architecture& a = architecture(model);
-    std::vector<std::string> used = settings.objective.content_layers;
-    used.insert(used.end(), settings.objective.style_layers.begin(), settings.objective.style_layers.end());
+    std::vector<std::string> used = settings.objective.layers();
     const int stride = total_stride_for(a, used), halo = halo_width_for(a, used);
     const int block = reduction_block_for(width, height, stride);
     const int ranks = communicator.size();
@@ -347,8 +346,7 @@ int run_render(CLI::App& command, RenderOptions& o) {
   std::string halo_error;
   if (settings.halo_px >= 0 && root) {
     const Architecture& a = architecture(model);
-    std::vector<std::string> used = settings.objective.content_layers;
-    used.insert(used.end(), settings.objective.style_layers.begin(), settings.objective.style_layers.end());
+    std::vector<std::string> used = settings.objective.layers();
     int stride = total_stride_for(a, used), exact = halo_width_for(a, used);
     int side = 2 * (exact + 2 * stride);  // two tiles, each larger than the exact halo
     int crop_w = std::min(width, side), crop_h = std::min(height, side);

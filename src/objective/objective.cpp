@@ -6,16 +6,27 @@
 #include "tessera/error.hpp"
 
 namespace tessera {
-namespace {
-
-std::vector<std::string> union_of(const std::vector<std::string>& a, const std::vector<std::string>& b) {
-  std::vector<std::string> all = a;
-  for (const auto& name : b)
+std::vector<std::string> ObjectiveSettings::layers() const {
+  std::vector<std::string> all = content_layers;
+  for (const auto& name : style_layers)
     if (std::find(all.begin(), all.end(), name) == all.end()) all.push_back(name);
   return all;
 }
 
-}  // namespace
+std::vector<double> normalised_blend_weights(std::size_t style_count, const std::vector<float>& blend_weights) {
+  if (style_count == 0) fail("no style image given");
+  if (blend_weights.size() != style_count)
+    fail("got ", blend_weights.size(), " style blend weights for ", style_count, " style images");
+  double total = 0.0;
+  for (float w : blend_weights) {
+    if (!(w >= 0.0f)) fail("style blend weights must be non-negative, got ", w);
+    total += w;
+  }
+  if (!(total > 0.0)) fail("style blend weights sum to zero");
+  std::vector<double> normalised;
+  for (float w : blend_weights) normalised.push_back(w / total);
+  return normalised;
+}
 
 Objective::Objective(Backend& backend, const Architecture& arch, const WeightSet& weights, Shape image,
                      ObjectiveSettings settings, Communicator& communicator)
@@ -24,7 +35,7 @@ Objective::Objective(Backend& backend, const Architecture& arch, const WeightSet
   if (settings_.content_layers.empty() && settings_.style_layers.empty())
     fail("no content or style layer given");
   network_ = std::make_unique<Network>(backend_, arch_, weights, settings_.pooling, image,
-                                       union_of(settings_.content_layers, settings_.style_layers));
+                                       settings_.layers());
   for (const auto& name : settings_.content_layers) content_taps_.push_back(network_->tap_index(name));
   for (const auto& name : settings_.style_layers) {
     int tap = network_->tap_index(name);
@@ -54,16 +65,7 @@ void Objective::set_content(const Tensor& content) {
 StyleTargets compute_style_targets(Backend& backend, const Architecture& arch, const WeightSet& weights,
                                    Pooling pooling, const std::vector<std::string>& layers,
                                    const std::vector<const Tensor*>& styles, const std::vector<float>& blend_weights) {
-  if (styles.empty()) fail("no style image given");
-  if (blend_weights.size() != styles.size())
-    fail("got ", blend_weights.size(), " style blend weights for ", styles.size(), " style images");
-  double total_weight = 0.0;
-  for (float w : blend_weights) {
-    if (!(w >= 0.0f)) fail("style blend weights must be non-negative, got ", w);
-    total_weight += w;
-  }
-  if (!(total_weight > 0.0)) fail("style blend weights sum to zero");
-
+  const auto blend = normalised_blend_weights(styles.size(), blend_weights);
   StyleTargets targets;
   targets.layers = layers;
   if (layers.empty()) return targets;
@@ -82,7 +84,7 @@ StyleTargets compute_style_targets(Backend& backend, const Architecture& arch, c
       auto gram_op = backend.plan_gram(features);
       float normaliser = 1.0f / float(double(features.channels) * features.plane());
       gram_op->forward(network.features(tap), Window::whole(features), normaliser, scratch[l]);
-      backend.axpy(float(blend_weights[k] / total_weight), scratch[l], targets.grams[l]);
+      backend.axpy(float(blend[k]), scratch[l], targets.grams[l]);
     }
   }
   return targets;

@@ -25,8 +25,7 @@ Renderer::Renderer(Backend& backend, Communicator& communicator, RenderSettings 
 
   // The tile grid: boundaries on the total stride of the layers in use, the
   // exact halo unless the user asked for a smaller one.
-  std::vector<std::string> layers = settings_.objective.content_layers;
-  layers.insert(layers.end(), settings_.objective.style_layers.begin(), settings_.objective.style_layers.end());
+  std::vector<std::string> layers = settings_.objective.layers();
   for (const auto& layer : layers)
     if (arch.index_of(layer) < 0) fail("model ", arch.name, " has no layer '", layer, "'");
   int stride = total_stride_for(arch, layers);
@@ -148,10 +147,9 @@ int Renderer::run(const std::function<bool(const IterationReport&)>& on_iteratio
   return done;
 }
 
-std::vector<float> Renderer::gradient() {
-  objective_->evaluate(image_, gradient_);
-  std::vector<float> local(gradient_.elements()), gathered;
-  backend_.download(gradient_, local);
+std::vector<float> Renderer::gather_whole(const Tensor& local_tensor) const {
+  std::vector<float> local(local_tensor.elements()), gathered;
+  backend_.download(local_tensor, local);
   communicator_.gather_to_root(local, gathered);
   if (communicator_.rank() != 0) return {};
   const TileGrid& grid = objective_->grid();
@@ -164,19 +162,15 @@ std::vector<float> Renderer::gradient() {
   return whole;
 }
 
+std::vector<float> Renderer::gradient() {
+  objective_->evaluate(image_, gradient_);
+  return gather_whole(gradient_);
+}
+
 Image Renderer::image() const {
-  std::vector<float> local(image_.elements());
-  backend_.download(image_, local);
-  std::vector<float> gathered;
-  communicator_.gather_to_root(local, gathered);
+  std::vector<float> planar = gather_whole(image_);
   if (communicator_.rank() != 0) return {};
   const TileGrid& grid = objective_->grid();
-  std::vector<float> planar(3 * std::size_t(grid.width) * grid.height);
-  const float* part = gathered.data();
-  for (int rank = 0; rank < communicator_.size(); ++rank) {
-    objective_->place_rank(rank, part, planar);
-    part += objective_->elements_of_rank(rank);
-  }
   Image out(grid.width, grid.height);
   const std::size_t plane = out.plane_size();
   for (std::size_t p = 0; p < plane; ++p) {

@@ -41,13 +41,6 @@ struct TiledObjective::HaloItem {
 
 namespace {
 
-std::vector<std::string> union_of(const std::vector<std::string>& a, const std::vector<std::string>& b) {
-  std::vector<std::string> all = a;
-  for (const auto& name : b)
-    if (std::find(all.begin(), all.end(), name) == all.end()) all.push_back(name);
-  return all;
-}
-
 Window window_in(const Box& box, const Box& frame) {
   return {box.y0 - frame.y0, box.x0 - frame.x0, box.height(), box.width()};
 }
@@ -60,7 +53,7 @@ TiledObjective::TiledObjective(Backend& backend, const Architecture& arch, const
       grid_(std::move(grid)), owners_(std::move(owners)) {
   if (owners_.size() != grid_.tiles.size()) fail("internal: one owner per tile needed");
   if (settings_.content_layers.empty() && settings_.style_layers.empty()) fail("no content or style layer given");
-  taps_ = union_of(settings_.content_layers, settings_.style_layers);
+  taps_ = settings_.layers();
   for (const auto& layer : settings_.content_layers) {
     global_content_.push_back(feature_map_size(arch_, layer, grid_.height, grid_.width));
     content_stride_.push_back(receptive_field(arch_, layer).stride_px);
@@ -434,15 +427,7 @@ StyleTargets tiled_style_targets(Backend& backend, const Architecture& arch, con
                                  Pooling pooling, const std::vector<std::string>& layers,
                                  const std::vector<StyleImage>& styles, const std::vector<float>& blend_weights,
                                  int rows, int columns, Communicator& communicator) {
-  if (styles.empty()) fail("no style image given");
-  if (blend_weights.size() != styles.size())
-    fail("got ", blend_weights.size(), " style blend weights for ", styles.size(), " style images");
-  double total_weight = 0.0;
-  for (float w : blend_weights) {
-    if (!(w >= 0.0f)) fail("style blend weights must be non-negative, got ", w);
-    total_weight += w;
-  }
-  if (!(total_weight > 0.0)) fail("style blend weights sum to zero");
+  const auto blend = normalised_blend_weights(styles.size(), blend_weights);
   StyleTargets targets;
   targets.layers = layers;
   if (layers.empty()) return targets;
@@ -511,7 +496,7 @@ StyleTargets tiled_style_targets(Backend& backend, const Architecture& arch, con
       }
     }
     if (communicator.size() > 1) communicator.sum(std::span<double>(sums));
-    for (std::size_t i = 0; i < sums.size(); ++i) blended[i] += blend_weights[k] / total_weight * sums[i];
+    for (std::size_t i = 0; i < sums.size(); ++i) blended[i] += blend[k] * sums[i];
   }
   for (std::size_t l = 0; l < layers.size(); ++l) {
     int c = feature_map_size(arch, layers[l], styles[0].height, styles[0].width).channels;

@@ -23,11 +23,17 @@ TEST(TileGrid, OwnedBoxesPartitionTheImageOnTheStrideGrid) {
     long long area = 0;
     for (const auto& t : grid.tiles) {
       area += t.owned.area();
-      if (t.owned.x0 > 0) EXPECT_EQ(t.owned.x0 % 8, 0);
-      if (t.owned.y0 > 0) EXPECT_EQ(t.owned.y0 % 8, 0);
+      if (t.owned.x0 > 0) {
+        EXPECT_EQ(t.owned.x0 % 8, 0);
+      }
+      if (t.owned.y0 > 0) {
+        EXPECT_EQ(t.owned.y0 % 8, 0);
+      }
       EXPECT_EQ(t.grown, t.owned.grow(16).intersect(grid.image()));
       for (const auto& u : grid.tiles)
-        if (u.index != t.index) EXPECT_TRUE(t.owned.intersect(u.owned).empty());
+        if (u.index != t.index) {
+          EXPECT_TRUE(t.owned.intersect(u.owned).empty());
+        }
     }
     EXPECT_EQ(area, (long long)w * h);
   }
