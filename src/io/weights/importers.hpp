@@ -10,26 +10,12 @@
 #include <string>
 #include <vector>
 
+#include "../common/sha256.hpp"
 #include "tessera/io/import.hpp"
 #include "tessera/model.hpp"
 
 namespace tessera::io::detail {
 
-// --- SHA-256 (sha256.cpp)
-class Sha256 {
- public:
-  void update(const std::uint8_t* data, std::size_t size);
-  std::string hex_digest();  // finishes the hash; call once
-
- private:
-  void compress();
-  std::array<std::uint32_t, 8> state_ = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                                         0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-  std::array<std::uint8_t, 64> block_{};
-  std::size_t block_used_ = 0;
-  std::uint64_t total_bytes_ = 0;
-};
-std::string sha256_of_file(const std::filesystem::path& path);
 
 // --- a read-only memory map of a whole file (pth.cpp)
 class MappedFile {

@@ -1,12 +1,11 @@
-// SHA-256 (FIPS 180-4), for the provenance of imported weight files. No
-// library in the dependency set offers it, and it is short.
 #include <array>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
 #include <fstream>
+#include <vector>
 
-#include "importers.hpp"
+#include "common/sha256.hpp"
 #include "tessera/error.hpp"
 
 namespace tessera::io::detail {
