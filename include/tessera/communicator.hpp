@@ -3,6 +3,7 @@
 #pragma once
 
 #include <span>
+#include <string>
 #include <vector>
 
 #include "tessera/error.hpp"
@@ -37,6 +38,15 @@ class Communicator {
     sum(std::span<double>(&value, 1));
     return value;
   }
+  // Rank 0's text to every rank. For short messages (settings, a resumed
+  // render's state): each byte travels as a float, which holds it exactly.
+  void broadcast(std::string& text) {
+    std::vector<float> values(text.begin(), text.end());
+    for (auto& v : values) v = float(static_cast<unsigned char>(v));
+    broadcast(values);
+    text.assign(values.size(), '\0');
+    for (std::size_t i = 0; i < values.size(); ++i) text[i] = char(static_cast<unsigned char>(values[i]));
+  }
 };
 
 // A render in one process: every reduction is the identity.
@@ -54,6 +64,7 @@ class SingleProcess final : public Communicator {
     gathered.assign(local.begin(), local.end());
   }
   void broadcast(std::vector<float>&) override {}
+  using Communicator::broadcast;
   using Communicator::sum;
 };
 

@@ -5,13 +5,24 @@
 #pragma once
 
 #include <deque>
+#include <functional>
+#include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "tessera/backend.hpp"
 #include "tessera/communicator.hpp"
 
 namespace tessera {
+
+// What an optimiser carries from one iteration to the next, for checkpoints:
+// scalars (the same on every rank) and named vectors laid out like the image
+// (each rank holds its part).
+struct OptimizerState {
+  std::map<std::string, double> scalars;
+  std::vector<std::string> vectors;  // names, in the order they are saved
+};
 
 class Optimizer {
  public:
@@ -22,6 +33,14 @@ class Optimizer {
   virtual std::string name() const = 0;
   // Why update() returned false.
   virtual std::string stop_reason() const { return {}; }
+
+  virtual OptimizerState state() const = 0;
+  // One of state().vectors.
+  virtual const Tensor& vector(const std::string& name) const = 0;
+  // Takes the scalars of `state` and fills each of its vectors through
+  // `fill`; the optimiser then continues exactly where the saved one was.
+  virtual void restore(const OptimizerState& state,
+                       const std::function<void(const std::string& name, Tensor& vector)>& fill) = 0;
 };
 
 struct LbfgsSettings {
@@ -40,6 +59,10 @@ class Lbfgs final : public Optimizer {
   std::string name() const override { return "lbfgs"; }
   std::string stop_reason() const override { return stop_reason_; }
   int history_size() const { return int(directions_.size()); }
+  OptimizerState state() const override;
+  const Tensor& vector(const std::string& name) const override;
+  void restore(const OptimizerState& state,
+               const std::function<void(const std::string& name, Tensor& vector)>& fill) override;
 
  private:
   double dot(const Tensor& a, const Tensor& b);
@@ -72,6 +95,10 @@ class Adam final : public Optimizer {
   Adam(Backend& backend, Shape shape, AdamSettings settings);
   bool update(Tensor& x, const Tensor& gradient, double loss) override;
   std::string name() const override { return "adam"; }
+  OptimizerState state() const override;
+  const Tensor& vector(const std::string& name) const override;
+  void restore(const OptimizerState& state,
+               const std::function<void(const std::string& name, Tensor& vector)>& fill) override;
 
  private:
   Backend& backend_;

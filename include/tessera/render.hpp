@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -19,7 +20,10 @@
 
 namespace tessera {
 
-enum class InitKind { random, content, image };
+// Where the image starts: noise, the content, an image file (RenderInputs::
+// init_image), or a given vector (RenderInputs::start: the previous scale's
+// result, upsampled).
+enum class InitKind { random, content, image, given };
 
 struct RenderSettings {
   std::string model = "vgg19";
@@ -44,6 +48,18 @@ struct RenderInputs {
   std::vector<Image> styles;      // already scaled (style scale)
   std::vector<float> blend_weights;
   std::optional<Image> init_image;  // at the output size, for InitKind::image
+  // InitKind::given: the whole planar image in the backbone's input domain
+  // (rank 0 only, like the other images).
+  std::vector<float> start;
+};
+
+// Where a render stands, for checkpoints: the iterations done and the
+// optimiser's state (the vectors themselves travel through Renderer::save
+// and Renderer::restore).
+struct RenderState {
+  int iterations_done = 0;
+  std::string optimizer;
+  OptimizerState optimizer_state;
 };
 
 struct IterationReport {
@@ -60,9 +76,10 @@ class Renderer {
   Renderer(Backend& backend, Communicator& communicator, RenderSettings settings, RenderInputs inputs);
   ~Renderer();
 
-  // Runs up to settings.iterations iterations; `on_iteration` is called after
-  // each evaluation and may return false to stop early (the image keeps the
-  // updates made so far). Returns the number of iterations done.
+  // Runs iterations up to settings.iterations (from the first not yet done,
+  // after restore()); `on_iteration` is called after each evaluation and
+  // update and may return false to stop early (the image keeps the updates
+  // made so far). Returns the number of iterations done in all.
   int run(const std::function<bool(const IterationReport&)>& on_iteration);
 
   // Why run() stopped before its planned iterations, if it did.
@@ -75,6 +92,23 @@ class Renderer {
   // The loss gradient at the current image, whole (rank 0; others get it
   // empty), without updating anything: a collective call.
   std::vector<float> gradient();
+  // The current image as the backbone sees it (planar, input domain), whole
+  // on rank 0, empty elsewhere: a collective call.
+  std::vector<float> input_image() const { return gather_whole(image_); }
+
+  // --- checkpoints
+  RenderState state() const;
+  // Gathers the image ("image") and every optimiser vector to rank 0, one at
+  // a time, and hands each, whole and planar, to `sink` there; the other
+  // ranks pass an empty function. A collective call.
+  using VectorSink = std::function<void(const std::string& name, std::span<const float> whole)>;
+  void save(const VectorSink& sink) const;
+  // Continues from a saved state: `source` (on rank 0) returns each named
+  // vector whole; the vectors are scattered to this render's tiles, which
+  // need not be those of the render that saved them. A collective call.
+  using VectorSource = std::function<std::vector<float>(const std::string& name)>;
+  void restore(const RenderState& state, const VectorSource& source);
+  int iterations_done() const { return iterations_done_; }
   Backend& backend() { return backend_; }
 
  private:
@@ -82,6 +116,8 @@ class Renderer {
   // A rank-local vector (owned pixels) assembled into the whole planar image
   // on rank 0 (empty elsewhere): a collective call.
   std::vector<float> gather_whole(const Tensor& local) const;
+  // Rank 0's whole planar vector, checked for size, into this rank's part.
+  void scatter_whole(const std::vector<float>& whole, const std::string& name, Tensor& local);
 
   Backend& backend_;
   Communicator& communicator_;
@@ -91,6 +127,7 @@ class Renderer {
   std::unique_ptr<TiledObjective> objective_;
   std::unique_ptr<Optimizer> optimizer_;
   Tensor image_, gradient_;
+  int iterations_done_ = 0;
   std::string stop_reason_;
 };
 

@@ -20,10 +20,12 @@
 #include "tessera/backend.hpp"
 #include "tessera/build_info.hpp"
 #include "tessera/error.hpp"
+#include "tessera/io/checkpoint.hpp"
 #include "tessera/io/image_io.hpp"
 #include "tessera/io/weights_file.hpp"
 #include "tessera/model.hpp"
 #include "tessera/render.hpp"
+#include "tessera/scales.hpp"
 #include "tessera/size.hpp"
 #include "tessera/tiling.hpp"
 
@@ -31,15 +33,21 @@ namespace tessera::cli {
 namespace {
 
 std::atomic<int> g_stop_signal{0};
+std::atomic<int> g_checkpoint_signal{0};
 
-// The first signal asks the loop to stop after the current iteration and
-// write what it has; a second one ends the process at once.
+// SIGINT and SIGTERM: the first asks the loop to stop after the current
+// iteration, write a checkpoint and the image so far; a second one ends the
+// process at once.
 extern "C" void on_stop_signal(int signal) {
   if (g_stop_signal.exchange(signal) != 0) {
     std::signal(signal, SIG_DFL);
     std::raise(signal);
   }
 }
+
+// SIGUSR1 (Slurm's warning before a time limit or preemption, through
+// --signal): a checkpoint after the current iteration, then go on.
+extern "C" void on_checkpoint_signal(int) { g_checkpoint_signal.store(1); }
 
 struct RenderOptions {
   std::string content;
@@ -65,6 +73,10 @@ struct RenderOptions {
   std::string pooling = "max";
   int print_every = 50;
   int save_every = 0;
+  int checkpoint_every = 0;
+  std::string resume;
+  std::string scales = "1";
+  std::vector<int> scale_iterations;
   std::string backend = "auto";
   std::string precision = "f32";
   std::string tiles = "auto";
@@ -88,15 +100,6 @@ std::vector<std::string> split_list(const std::vector<std::string>& items) {
   return out;
 }
 
-// The image for `path` at the given size; the size is checked first so that
-// a typo in the path is reported before any work.
-Image load_resized(const std::string& path, int width, int height, const char* what) {
-  Image image = io::read_image(path);
-  if (image.width == width && image.height == height) return image;
-  spdlog::debug("{} {}: {}x{} -> {}x{}", what, path, image.width, image.height, width, height);
-  return io::resize_image(image, width, height);
-}
-
 std::filesystem::path resolve_weights(const RenderOptions& o, const std::string& model) {
   if (!o.weights.empty()) {
     std::filesystem::path path(o.weights);
@@ -115,10 +118,222 @@ std::filesystem::path resolve_weights(const RenderOptions& o, const std::string&
        fallback.string(), " in place");
 }
 
-std::string intermediate_name(const std::string& output, int iteration) {
+// OUTPUT_NNNN.ext, or OUTPUT_sS_NNNN.ext when the render has several scales.
+std::string intermediate_name(const std::string& output, int scale, int scale_count, int iteration) {
   std::filesystem::path path(output);
-  return (path.parent_path() / (path.stem().string() + fmt::format("_{:04}", iteration) + path.extension().string()))
-      .string();
+  std::string tag = scale_count > 1 ? fmt::format("_s{}_{:04}", scale + 1, iteration) : fmt::format("_{:04}", iteration);
+  return (path.parent_path() / (path.stem().string() + tag + path.extension().string())).string();
+}
+
+// The tile grid for one scale: one tile per rank unless the user chose a
+// grid (kept at every scale where it fits); more per rank when a memory
+// budget asks for it.
+void choose_tiles(const RenderOptions& o, RenderSettings& settings, int width, int height, int ranks,
+                  std::vector<std::string>& notes) {
+  const Architecture& a = architecture(settings.model);
+  std::vector<std::string> used = settings.objective.layers();
+  const int stride = total_stride_for(a, used), halo = halo_width_for(a, used);
+  const int block = reduction_block_for(width, height, stride);
+  const int most_rows = std::max(1, height / block), most_columns = std::max(1, width / block);
+  auto enough_for_ranks = [&](int rows, int columns) {
+    if (rows * columns < ranks)
+      fail("the image at ", width, "x", height, " holds at most ", most_rows, "x", most_columns, " tiles, fewer than ",
+           ranks, " ranks: use fewer ranks", o.scales != "1" ? " or fewer --scales" : "");
+  };
+  if (o.tiles != "auto") {
+    if (!o.memory_per_rank.empty()) fail("--memory-per-rank chooses the tiles: use it with --tiles auto");
+    parse_tile_grid(o.tiles, settings.tile_rows, settings.tile_columns);
+    if (settings.tile_rows > most_rows || settings.tile_columns > most_columns) {
+      int rows = std::min(settings.tile_rows, most_rows), columns = std::min(settings.tile_columns, most_columns);
+      notes.push_back(fmt::format("{}x{}: {}x{} tiles (--tiles {} does not fit at this size)", width, height, rows,
+                                  columns, o.tiles));
+      settings.tile_rows = rows;
+      settings.tile_columns = columns;
+    }
+    enough_for_ranks(settings.tile_rows, settings.tile_columns);
+    return;
+  }
+  const int optimiser_vectors = o.optimizer == "adam" ? 2 : 2 * o.lbfgs_history + 2;
+  const int activation_bytes = o.precision == "bf16" ? 2 : 4;
+  const double budget = o.memory_per_rank.empty() ? 0.0 : parse_bytes(o.memory_per_rank);
+  double needed = 0.0;
+  for (int per_rank = 1; per_rank <= 4096; per_rank *= 2) {
+    // rows x columns = ranks x per_rank, as square as the image allows.
+    const int tiles = ranks * per_rank;
+    int rows = 1;
+    for (int r = 1; r * r <= tiles; ++r)
+      if (tiles % r == 0) rows = r;
+    int columns = tiles / rows;
+    if (height > width) std::swap(rows, columns);
+    if (rows > most_rows || columns > most_columns) {
+      if (per_rank == 1) enough_for_ranks(0, 0);
+      break;
+    }
+    settings.tile_rows = rows;
+    settings.tile_columns = columns;
+    if (budget == 0.0) return;
+    TileGrid grid = TileGrid::make(width, height, rows, columns, stride, halo, block);
+    auto owners = place_tiles(int(grid.tiles.size()), ranks);
+    needed = 0.0;
+    for (int r = 0; r < ranks; ++r)
+      needed = std::max(needed, estimate_rank_memory(a, settings.objective.content_layers,
+                                                     settings.objective.style_layers, grid, owners, r,
+                                                     activation_bytes, optimiser_vectors)
+                                    .total());
+    if (needed <= budget) {
+      notes.push_back(fmt::format("{}x{}: {}x{} tiles for --memory-per-rank {}: about {:.1f} GiB per rank (estimate)",
+                                  width, height, rows, columns, o.memory_per_rank, needed / (1u << 30)));
+      return;
+    }
+  }
+  fail("the render does not fit in --memory-per-rank ", o.memory_per_rank, " with as many tiles as the image holds (",
+       settings.tile_rows, "x", settings.tile_columns, " need about ", fmt::format("{:.1f}", needed / (1u << 30)),
+       " GiB per rank): give more memory, more ranks, --precision bf16, or --optimizer adam");
+}
+
+// A halo below the rule's is an approximation: its error measured on a crop
+// of the content image (the gradient at the start, 2x2 tiles with that halo
+// against one exact tile), in one process on rank 0, before the render.
+std::string measure_halo_error(Backend& backend, const RenderSettings& settings, const WeightSet& weights,
+                               const RenderInputs& inputs) {
+  const Architecture& a = architecture(settings.model);
+  std::vector<std::string> used = settings.objective.layers();
+  const int width = inputs.content.width, height = inputs.content.height;
+  int stride = total_stride_for(a, used), exact = halo_width_for(a, used);
+  int side = 2 * (exact + 2 * stride);  // two tiles, each larger than the exact halo
+  int crop_w = std::min(width, side), crop_h = std::min(height, side);
+  Image crop(crop_w, crop_h);
+  for (int c = 0; c < 3; ++c)
+    for (int y = 0; y < crop_h; ++y)
+      for (int x = 0; x < crop_w; ++x) crop.at(c, y, x) = inputs.content.at(c, y, x);
+  auto gradient_on_crop = [&](int rows, int columns, int halo) {
+    RenderSettings probe = settings;
+    probe.tile_rows = rows;
+    probe.tile_columns = columns;
+    probe.halo_px = halo;
+    probe.init = settings.init == InitKind::random ? InitKind::random : InitKind::content;
+    RenderInputs crop_inputs;
+    crop_inputs.weights = &weights;
+    crop_inputs.content = crop;
+    crop_inputs.styles = inputs.styles;
+    crop_inputs.blend_weights = inputs.blend_weights;
+    SingleProcess alone;
+    Renderer probe_renderer(backend, alone, probe, std::move(crop_inputs));
+    return probe_renderer.gradient();
+  };
+  try {
+    auto reference = gradient_on_crop(1, 1, -1);
+    auto approximate = gradient_on_crop(2, 2, settings.halo_px);
+    double largest = 0.0, worst = 0.0;
+    for (std::size_t i = 0; i < reference.size(); ++i) {
+      largest = std::max(largest, double(std::abs(reference[i])));
+      worst = std::max(worst, double(std::abs(reference[i] - approximate[i])));
+    }
+    return fmt::format("halo {} px (exact: {} px): on a {}x{} crop in 2x2 tiles the gradient is off by up to {:.2g} % "
+                       "of its largest value",
+                       settings.halo_px, exact, crop_w, crop_h, largest > 0 ? 100.0 * worst / largest : 0.0);
+  } catch (const Error& e) {
+    return fmt::format("halo {} px: its error could not be measured ({})", settings.halo_px, e.what());
+  }
+}
+
+// Where a render continues from: a checkpoint chosen, checked and agreed
+// on by every rank.
+struct ResumePoint {
+  std::unique_ptr<io::CheckpointReader> reader;  // rank 0 only
+  int scale = 0;
+  RenderState state;
+  bool resumed = false;
+};
+
+std::string describe_state(const ResumePoint& point) {
+  nlohmann::json scalars = nlohmann::json::object();
+  for (const auto& [name, value] : point.state.optimizer_state.scalars) scalars[name] = value;
+  return nlohmann::json{{"resumed", point.resumed},
+                        {"scale", point.scale},
+                        {"iterations_done", point.state.iterations_done},
+                        {"optimizer", point.state.optimizer},
+                        {"scalars", scalars},
+                        {"vectors", point.state.optimizer_state.vectors}}
+      .dump();
+}
+
+void adopt_state(ResumePoint& point, const std::string& text) {
+  auto in = nlohmann::json::parse(text);
+  point.resumed = in.at("resumed").get<bool>();
+  point.scale = in.at("scale").get<int>();
+  point.state.iterations_done = in.at("iterations_done").get<int>();
+  point.state.optimizer = in.at("optimizer").get<std::string>();
+  point.state.optimizer_state.scalars = in.at("scalars").get<std::map<std::string, double>>();
+  point.state.optimizer_state.vectors = in.at("vectors").get<std::vector<std::string>>();
+}
+
+// Opens and checks a checkpoint for this render (rank 0): the whole file is
+// read and checksummed, and its settings must be this render's.
+std::unique_ptr<io::CheckpointReader> open_checkpoint(const std::filesystem::path& path,
+                                                      const std::map<std::string, std::string>& settings) {
+  auto reader = std::make_unique<io::CheckpointReader>(path);
+  auto differences = io::settings_differences(reader->header().settings, settings);
+  if (!differences.empty())
+    fail("checkpoint '", path.string(), "' is from a different render and cannot continue this one (",
+         fmt::format("{}", fmt::join(differences, "; ")),
+         "): run with the settings it was written with, or without --resume");
+  reader->verify();
+  return reader;
+}
+
+ResumePoint find_resume_point(const RenderOptions& o, const std::map<std::string, std::string>& settings,
+                              std::vector<std::string>& notes) {
+  ResumePoint point;
+  if (o.resume.empty()) {
+    if (auto stale = io::list_checkpoints(o.output); !stale.empty())
+      notes.push_back(fmt::format("{} checkpoint(s) of an earlier render of {} (such as {}) will be replaced; "
+                                  "--resume auto continues from them instead",
+                                  stale.size(), o.output, stale.front().filename().string()));
+    return point;
+  }
+  if (o.resume == "auto") {
+    auto candidates = io::list_checkpoints(o.output);
+    for (const auto& path : candidates) {
+      std::unique_ptr<io::CheckpointReader> reader;
+      try {
+        reader = std::make_unique<io::CheckpointReader>(path);
+      } catch (const Error& e) {
+        spdlog::warn("skipping checkpoint {}: {}", path.string(), e.what());
+        continue;
+      }
+      auto differences = io::settings_differences(reader->header().settings, settings);
+      if (!differences.empty())
+        fail("checkpoint '", path.string(), "' is from a different render (",
+             fmt::format("{}", fmt::join(differences, "; ")),
+             "): --resume auto will not continue it; move it away or render to another --output");
+      try {
+        reader->verify();
+      } catch (const Error& e) {
+        spdlog::warn("skipping checkpoint {}: {}", path.string(), e.what());
+        continue;
+      }
+      point.reader = std::move(reader);
+      break;
+    }
+    if (!point.reader) {
+      notes.push_back(candidates.empty()
+                          ? fmt::format("--resume auto: no checkpoint of {} yet; starting from the beginning", o.output)
+                          : fmt::format("--resume auto: no usable checkpoint of {}; starting from the beginning",
+                                        o.output));
+      return point;
+    }
+  } else {
+    point.reader = open_checkpoint(o.resume, settings);
+  }
+  const auto& header = point.reader->header();
+  point.resumed = true;
+  point.scale = header.scale;
+  point.state = header.state;
+  notes.push_back(fmt::format("resuming from {}: scale {} of {}, {} iterations done (written {} by {} rank(s), {} tiles)",
+                              point.reader->path().string(), header.scale + 1, header.scale_count,
+                              header.state.iterations_done, header.written_at, header.ranks, header.tiles));
+  return point;
 }
 
 int run_render(CLI::App& command, RenderOptions& o) {
@@ -134,6 +349,7 @@ int run_render(CLI::App& command, RenderOptions& o) {
   SizeRequest size = parse_size(o.size);
   if (!(o.style_scale > 0.0f)) fail("--style-scale must be positive, got ", o.style_scale);
   if (o.iterations < 1) fail("--iterations must be at least 1, got ", o.iterations);
+  if (o.checkpoint_every < 0) fail("--checkpoint-every must be 0 (only on signals) or more, got ", o.checkpoint_every);
   parse_precision(o.precision);
   if (o.pooling != "max" && o.pooling != "avg") fail("--pooling must be max or avg, got '", o.pooling, "'");
   if (o.optimizer != "lbfgs" && o.optimizer != "adam")
@@ -149,6 +365,10 @@ int run_render(CLI::App& command, RenderOptions& o) {
     if (!folder.empty() && !std::filesystem::is_directory(folder))
       fail("cannot write output '", o.output, "': folder '", folder.string(), "' does not exist");
   }
+  if (!o.resume.empty() && o.resume != "auto" && !std::filesystem::exists(o.resume))
+    fail("--resume: checkpoint '", o.resume, "' not found (or use --resume auto)");
+  if (!given("--scales") && given("--scale-iterations"))
+    fail("--scale-iterations needs --scales");
 
   // --- weights and layers
   auto weights_path = resolve_weights(o, o.model.empty() ? "vgg19" : o.model);
@@ -208,124 +428,8 @@ int run_render(CLI::App& command, RenderOptions& o) {
   settings.optimizer = o.optimizer;
   settings.learning_rate = o.learning_rate;
   settings.lbfgs_history = o.lbfgs_history;
-  settings.iterations = o.iterations;
   settings.seed = o.seed;
   settings.original_colors = o.original_colors;
-
-  // --- images
-  RenderInputs inputs;
-  inputs.weights = &weights;
-  // Rank 0 reads and resizes the images; the others receive them.
-  Communicator& communicator = process_communicator();
-  const bool root = communicator.rank() == 0;
-  auto read_noting = [&notes](const std::string& path) {
-    io::ImageReadResult read = io::read_image_with_notes(path);
-    for (const auto& note : read.notes) notes.push_back(path + ": " + note);
-    return std::move(read.image);
-  };
-  if (o.init == "random") {
-    settings.init = InitKind::random;
-  } else if (o.init == "content") {
-    settings.init = InitKind::content;
-  } else {
-    settings.init = InitKind::image;
-  }
-  int width = 0, height = 0;
-  if (root) {
-    Image content_full = read_noting(o.content);
-    size.resolve(content_full.width, content_full.height, width, height);
-    inputs.content = content_full.width == width && content_full.height == height
-                         ? std::move(content_full)
-                         : io::resize_image(content_full, width, height);
-    // neural-style's style scale: the style image's long side is style-scale
-    // times the output's long side.
-    int style_long_side = std::max(1, int(std::lround(o.style_scale * std::max(width, height))));
-    for (const auto& path : styles) {
-      Image style = read_noting(path);
-      SizeRequest style_size;
-      style_size.long_side_px = style_long_side;
-      int sw = 0, sh = 0;
-      style_size.resolve(style.width, style.height, sw, sh);
-      inputs.styles.push_back(sw == style.width && sh == style.height ? std::move(style)
-                                                                      : io::resize_image(style, sw, sh));
-    }
-    if (settings.init == InitKind::image) inputs.init_image = load_resized(o.init, width, height, "init image");
-  }
-  if (communicator.size() > 1) {
-    // Only the sizes travel now; the renderer scatters to each rank the
-    // parts of the images its tiles need.
-    auto share = [&](Image& image) {
-      std::vector<float> header = {float(image.width), float(image.height)};
-      communicator.broadcast(header);
-      if (!root) {
-        image.width = int(header[0]);
-        image.height = int(header[1]);
-        image.pixels.clear();
-      }
-    };
-    share(inputs.content);
-    width = inputs.content.width;
-    height = inputs.content.height;
-    inputs.styles.resize(styles.size());
-    for (auto& style : inputs.styles) share(style);
-    if (settings.init == InitKind::image) {
-      if (!root) inputs.init_image = Image();
-      share(*inputs.init_image);
-    }
-  }
-  inputs.blend_weights = o.style_blend_weights;
-
-  // Tiles: one per rank unless the user chose a grid; more per rank when a
-  // memory budget asks for it.
-  if (o.tiles == "auto") {
-    const Architecture& a = architecture(model);
-    std::vector<std::string> used = settings.objective.layers();
-    const int stride = total_stride_for(a, used), halo = halo_width_for(a, used);
-    const int block = reduction_block_for(width, height, stride);
-    const int ranks = communicator.size();
-    const int optimiser_vectors = o.optimizer == "adam" ? 2 : 2 * o.lbfgs_history + 2;
-    const int activation_bytes = o.precision == "bf16" ? 2 : 4;
-    const double budget = o.memory_per_rank.empty() ? 0.0 : parse_bytes(o.memory_per_rank);
-    bool chosen = false;
-    double needed = 0.0;
-    for (int per_rank = 1; per_rank <= 4096 && !chosen; per_rank *= 2) {
-      // rows x columns = ranks x per_rank, as square as the image allows.
-      const int tiles = ranks * per_rank;
-      int rows = 1;
-      for (int r = 1; r * r <= tiles; ++r)
-        if (tiles % r == 0) rows = r;
-      int columns = tiles / rows;
-      if (height > width) std::swap(rows, columns);
-      if (rows > height / block || columns > width / block) break;
-      settings.tile_rows = rows;
-      settings.tile_columns = columns;
-      if (budget == 0.0) {
-        chosen = true;
-        break;
-      }
-      TileGrid grid = TileGrid::make(width, height, rows, columns, stride, halo, block);
-      auto owners = place_tiles(int(grid.tiles.size()), ranks);
-      needed = 0.0;
-      for (int r = 0; r < ranks; ++r)
-        needed = std::max(needed, estimate_rank_memory(a, settings.objective.content_layers,
-                                                       settings.objective.style_layers, grid, owners, r,
-                                                       activation_bytes, optimiser_vectors)
-                                      .total());
-      if (needed <= budget) {
-        chosen = true;
-        notes.push_back(fmt::format("{}x{} tiles for --memory-per-rank {}: about {:.1f} GiB per rank (estimate)",
-                                    rows, columns, o.memory_per_rank, needed / (1u << 30)));
-      }
-    }
-    if (!chosen)
-      fail("the render does not fit in --memory-per-rank ", o.memory_per_rank, " with as many tiles as the image "
-           "holds (", settings.tile_rows, "x", settings.tile_columns, " need about ",
-           fmt::format("{:.1f}", needed / (1u << 30)), " GiB per rank): give more memory, more ranks, "
-           "--precision bf16, or --optimizer adam");
-  } else {
-    if (!o.memory_per_rank.empty()) fail("--memory-per-rank chooses the tiles: use it with --tiles auto");
-    parse_tile_grid(o.tiles, settings.tile_rows, settings.tile_columns);
-  }
   if (o.halo != "exact") {
     try {
       settings.halo_px = std::stoi(o.halo);
@@ -333,153 +437,368 @@ int run_render(CLI::App& command, RenderOptions& o) {
       fail("--halo must be 'exact' or a width in pixels, got '", o.halo, "'");
     }
     if (settings.halo_px < 0) fail("--halo must not be negative");
+  }
+  const InitKind first_init = o.init == "random" ? InitKind::random : o.init == "content" ? InitKind::content
+                                                                                          : InitKind::image;
 
+  // --- images: rank 0 reads them at their own size once, and resizes them
+  // for each scale; the other ranks receive their tiles' parts.
+  Communicator& communicator = process_communicator();
+  const bool root = communicator.rank() == 0;
+  auto read_noting = [&notes](const std::string& path) {
+    io::ImageReadResult read = io::read_image_with_notes(path);
+    for (const auto& note : read.notes) notes.push_back(path + ": " + note);
+    return std::move(read.image);
+  };
+  Image content_source, init_source;
+  std::vector<Image> style_sources;
+  std::vector<float> dimensions = {0.0f, 0.0f};
+  if (root) {
+    content_source = read_noting(o.content);
+    int width = 0, height = 0;
+    size.resolve(content_source.width, content_source.height, width, height);
+    dimensions = {float(width), float(height)};
+    for (const auto& path : styles) style_sources.push_back(read_noting(path));
+    if (first_init == InitKind::image) init_source = io::read_image(o.init);
+  }
+  communicator.broadcast(dimensions);
+  const int width = int(dimensions[0]), height = int(dimensions[1]);
+  std::vector<Scale> scales = plan_scales(o.scales, width, height, o.iterations, o.scale_iterations);
+  const int scale_count = int(scales.size());
+
+  // What decides the result: a checkpoint continues only a render that
+  // agrees on all of it (not on ranks, tiles, threads or backend).
+  std::map<std::string, std::string> identity;
+  ResumePoint point;
+  if (root) {
+    auto weights_identity = weights.provenance.count("source_sha256") ? weights.provenance.at("source_sha256")
+                                                                       : io::file_sha256(weights_path);
+    std::vector<std::string> scale_sizes, style_identities;
+    for (const auto& scale : scales) scale_sizes.push_back(fmt::format("{}x{}", scale.width, scale.height));
+    for (const auto& path : styles) style_identities.push_back(io::file_sha256(path));
+    identity = {
+        {"model", model},
+        {"weights", fmt::format("{} up to {} (sha256 {})", weights.architecture, deepest, weights_identity)},
+        {"content", io::file_sha256(o.content)},
+        {"style", fmt::format("{}", fmt::join(style_identities, ","))},
+        {"style_blend_weights", fmt::format("{}", fmt::join(o.style_blend_weights, ","))},
+        {"style_scale", fmt::format("{}", o.style_scale)},
+        {"size", fmt::format("{}x{}", width, height)},
+        {"scales", fmt::format("{}", fmt::join(scale_sizes, ","))},
+        {"content_layers", fmt::format("{}", fmt::join(content_layers, ","))},
+        {"style_layers", fmt::format("{}", fmt::join(style_layers, ","))},
+        {"content_weight", fmt::format("{}", settings.objective.content_weight)},
+        {"style_weight", fmt::format("{}", settings.objective.style_weight)},
+        {"tv_weight", fmt::format("{}", settings.objective.tv_weight)},
+        {"pooling", o.pooling},
+        {"init", first_init == InitKind::image ? "image " + io::file_sha256(o.init) : o.init},
+        {"seed", std::to_string(o.seed)},
+        {"optimizer", o.optimizer},
+        {"learning_rate", o.optimizer == "adam" ? fmt::format("{}", o.learning_rate) : "1"},
+        {"lbfgs_history", o.optimizer == "lbfgs" ? std::to_string(o.lbfgs_history) : "-"},
+        {"precision", o.precision},
+    };
+    point = find_resume_point(o, identity, notes);
+  }
+  {
+    std::string text = root ? describe_state(point) : std::string();
+    communicator.broadcast(text);
+    if (!root) adopt_state(point, text);
   }
 
-  // --- backend and renderer
   auto backend = make_backend(o.backend);
   backend->set_threads(o.threads);
   backend->set_precision(parse_precision(o.precision));
-  // A halo below the rule's is an approximation: measure its error on a crop
-  // of the content image (the gradient at the start, 2x2 tiles with that
-  // halo against one exact tile), in one process on rank 0, before the render.
-  std::string halo_error;
-  if (settings.halo_px >= 0 && root) {
-    const Architecture& a = architecture(model);
-    std::vector<std::string> used = settings.objective.layers();
-    int stride = total_stride_for(a, used), exact = halo_width_for(a, used);
-    int side = 2 * (exact + 2 * stride);  // two tiles, each larger than the exact halo
-    int crop_w = std::min(width, side), crop_h = std::min(height, side);
-    Image crop(crop_w, crop_h);
-    for (int c = 0; c < 3; ++c)
-      for (int y = 0; y < crop_h; ++y)
-        for (int x = 0; x < crop_w; ++x) crop.at(c, y, x) = inputs.content.at(c, y, x);
-    auto gradient_on_crop = [&](int rows, int columns, int halo) {
-      RenderSettings probe = settings;
-      probe.tile_rows = rows;
-      probe.tile_columns = columns;
-      probe.halo_px = halo;
-      probe.init = settings.init == InitKind::image ? InitKind::content : settings.init;
-      RenderInputs crop_inputs;
-      crop_inputs.weights = &weights;
-      crop_inputs.content = crop;
-      crop_inputs.styles = inputs.styles;
-      crop_inputs.blend_weights = inputs.blend_weights;
-      SingleProcess alone;
-      Renderer probe_renderer(*backend, alone, probe, std::move(crop_inputs));
-      return probe_renderer.gradient();
-    };
-    try {
-      auto reference = gradient_on_crop(1, 1, -1);
-      auto approximate = gradient_on_crop(2, 2, settings.halo_px);
-      double largest = 0.0, worst = 0.0;
-      for (std::size_t i = 0; i < reference.size(); ++i) {
-        largest = std::max(largest, double(std::abs(reference[i])));
-        worst = std::max(worst, double(std::abs(reference[i] - approximate[i])));
-      }
-      halo_error = fmt::format("halo {} px (exact: {} px): on a {}x{} crop in 2x2 tiles the gradient is off by up "
-                               "to {:.2g} % of its largest value",
-                               settings.halo_px, exact, crop_w, crop_h, largest > 0 ? 100.0 * worst / largest : 0.0);
-    } catch (const Error& e) {
-      halo_error = fmt::format("halo {} px: its error could not be measured ({})", settings.halo_px, e.what());
-    }
-  }
-
-  Renderer renderer(*backend, communicator, settings, std::move(inputs));
-  if (!halo_error.empty()) notes.push_back(halo_error);
-  weights = WeightSet{};  // the backend holds its own copy now
-  for (const auto& note : notes) spdlog::info("{}", note);
-  spdlog::info("rendering {}x{} with {} ({}), {} iterations of {}, on {}{}", width, height, model,
-               weights_path.filename().string(), o.iterations, o.optimizer, backend->describe().front(),
-               communicator.size() > 1 || settings.tile_rows * settings.tile_columns > 1
-                   ? fmt::format(", {} rank(s), {}x{} tiles, halo {} px", communicator.size(), settings.tile_rows,
-                                 settings.tile_columns, renderer.objective().grid().halo)
-                   : std::string());
-
-  std::map<std::string, std::string> metadata = {
-      {"software", std::string("tessera ") + build_info::version},
-      {"content", o.content},
-      {"style", fmt::format("{}", fmt::join(styles, ","))},
-      {"size", fmt::format("{}x{}", width, height)},
-      {"model", model},
-      {"weights", weights_path.filename().string()},
-      {"content_layers", fmt::format("{}", fmt::join(content_layers, ","))},
-      {"style_layers", fmt::format("{}", fmt::join(style_layers, ","))},
-      {"content_weight", fmt::format("{}", settings.objective.content_weight)},
-      {"style_weight", fmt::format("{}", settings.objective.style_weight)},
-      {"tv_weight", fmt::format("{}", settings.objective.tv_weight)},
-      {"style_scale", fmt::format("{}", o.style_scale)},
-      {"init", o.init},
-      {"optimizer", o.optimizer},
-      {"pooling", o.pooling},
-      {"seed", std::to_string(o.seed)},
-      {"original_colors", o.original_colors ? "true" : "false"},
-      {"precision", o.precision},
-      {"tiles", fmt::format("{}x{}", settings.tile_rows, settings.tile_columns)},
-      {"halo", o.halo},
-  };
-  auto write = [&](const std::string& path, int iterations_done) {
-    io::WriteOptions write_options;
-    write_options.bits = o.bits;
-    write_options.metadata = metadata;
-    write_options.metadata["iterations"] = std::to_string(iterations_done);
-    Image image = renderer.image();  // every rank takes part; rank 0 gets the image
-    if (root) io::write_image(path, image, write_options);
-  };
 
   std::ofstream log;
   if (!o.log_json.empty() && root) {
-    log.open(o.log_json, std::ios::trunc);
+    log.open(o.log_json, point.resumed ? std::ios::app : std::ios::trunc);
     if (!log) fail("cannot write the JSON log '", o.log_json, "'");
   }
 
   g_stop_signal.store(0);
+  g_checkpoint_signal.store(0);
   auto previous_int = std::signal(SIGINT, on_stop_signal);
   auto previous_term = std::signal(SIGTERM, on_stop_signal);
-  Progress progress(stderr, o.print_every, o.quiet || !root);
-  int done = renderer.run([&](const IterationReport& r) {
-    progress.update(r);
-    auto io_start = std::chrono::steady_clock::now();
-    if (o.save_every > 0 && r.iteration % o.save_every == 0 && r.iteration < r.iterations) {
-      progress.finish();
-      write(intermediate_name(o.output, r.iteration), r.iteration);
+  auto previous_usr1 = std::signal(SIGUSR1, on_checkpoint_signal);
+  struct RestoreSignals {
+    decltype(previous_int) i, t, u;
+    ~RestoreSignals() {
+      std::signal(SIGINT, i);
+      std::signal(SIGTERM, t);
+      std::signal(SIGUSR1, u);
     }
-    if (log.is_open()) {
-      double io_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - io_start).count();
-      nlohmann::json line = {{"iteration", r.iteration},
-                             {"loss", r.losses.total()},
-                             {"content_loss", r.losses.content},
-                             {"style_loss", r.losses.style},
-                             {"tv_loss", r.losses.tv},
-                             {"style_loss_per_layer", r.losses.style_per_layer},
-                             {"seconds", r.seconds},
-                             {"seconds_this_iteration", r.seconds_this_iteration},
-                             {"compute_seconds", r.times.compute},
-                             {"halo_seconds", r.times.halo},
-                             {"allreduce_seconds", r.times.allreduce},
-                             {"io_seconds", io_seconds},
-                             {"ranks", communicator.size()}};
-      log << line.dump() << '\n';
-      log.flush();
-    }
-    // Every rank stops at the same iteration, or the collectives would hang.
-    double stop = g_stop_signal.load() != 0 ? 1.0 : 0.0;
-    if (communicator.size() > 1) stop = communicator.max(stop);
-    return stop == 0.0;
-  });
-  progress.finish();
-  std::signal(SIGINT, previous_int);
-  std::signal(SIGTERM, previous_term);
+  } restore_signals{previous_int, previous_term, previous_usr1};
 
-  write(o.output, done);
-  if (int signal = g_stop_signal.load(); signal != 0 || renderer.stop_reason() == "interrupted") {
-    spdlog::warn("interrupted ({}) after {} of {} iterations; the image so far is in {}",
-                 signal == SIGINT ? "SIGINT" : signal == SIGTERM ? "SIGTERM" : "another rank", done, o.iterations,
-                 o.output);
-    return kExitInterrupted;
+  // Checkpoints this run has written or resumed from, oldest first: after a
+  // new one is in place only it and the one before it are kept.
+  std::vector<std::filesystem::path> kept;
+  if (point.reader) kept.push_back(point.reader->path());
+
+  std::vector<float> carried;  // rank 0: the previous scale's result, upsampled, in the input domain
+  int done = 0, first_scale = point.scale;
+  bool interrupted = false;
+  std::string stopped_early;
+  for (int s = first_scale; s < scale_count; ++s) {
+    const Scale& scale = scales[s];
+    const bool resuming_here = point.resumed && s == point.scale;
+    RenderSettings scale_settings = settings;
+    scale_settings.iterations = scale.iterations;
+    RenderInputs inputs;
+    inputs.weights = &weights;
+    inputs.blend_weights = o.style_blend_weights;
+    std::vector<std::string> scale_notes;
+    choose_tiles(o, scale_settings, scale.width, scale.height, communicator.size(), scale_notes);
+    if (resuming_here) {
+      scale_settings.init = InitKind::content;  // replaced by the checkpoint's image
+    } else if (s > first_scale || point.resumed) {
+      scale_settings.init = InitKind::given;
+    } else {
+      scale_settings.init = first_init;
+    }
+    if (root) {
+      inputs.content = content_source.width == scale.width && content_source.height == scale.height
+                           ? content_source
+                           : io::resize_image(content_source, scale.width, scale.height);
+      // neural-style's style scale: the style image's long side is
+      // style-scale times this scale's long side.
+      int style_long_side = std::max(1, int(std::lround(o.style_scale * std::max(scale.width, scale.height))));
+      for (const auto& style : style_sources) {
+        SizeRequest style_size;
+        style_size.long_side_px = style_long_side;
+        int sw = 0, sh = 0;
+        style_size.resolve(style.width, style.height, sw, sh);
+        inputs.styles.push_back(sw == style.width && sh == style.height ? style : io::resize_image(style, sw, sh));
+      }
+      if (scale_settings.init == InitKind::image)
+        inputs.init_image = init_source.width == scale.width && init_source.height == scale.height
+                                ? init_source
+                                : io::resize_image(init_source, scale.width, scale.height);
+      if (scale_settings.init == InitKind::given) inputs.start = std::move(carried);
+    } else {
+      // Only the sizes travel now; the renderer scatters to each rank the
+      // parts of the images its tiles need.
+      inputs.content.width = scale.width;
+      inputs.content.height = scale.height;
+      inputs.styles.resize(styles.size());
+    }
+    if (communicator.size() > 1) {
+      std::vector<float> style_dimensions;
+      for (const auto& style : inputs.styles) style_dimensions.insert(style_dimensions.end(), {float(style.width), float(style.height)});
+      communicator.broadcast(style_dimensions);
+      for (std::size_t k = 0; k < inputs.styles.size(); ++k) {
+        inputs.styles[k].width = int(style_dimensions[2 * k]);
+        inputs.styles[k].height = int(style_dimensions[2 * k + 1]);
+      }
+      if (!root && scale_settings.init == InitKind::image) {
+        inputs.init_image = Image();
+        inputs.init_image->width = scale.width;
+        inputs.init_image->height = scale.height;
+      }
+    }
+
+    std::string halo_error;
+    if (settings.halo_px >= 0 && root) halo_error = measure_halo_error(*backend, scale_settings, weights, inputs);
+    Renderer renderer(*backend, communicator, scale_settings, std::move(inputs));
+    if (!halo_error.empty()) scale_notes.push_back(halo_error);
+    if (s == scale_count - 1) weights = WeightSet{};  // the backend holds its own copy now
+    if (resuming_here) {
+      renderer.restore(point.state, [&](const std::string& name) { return point.reader->read(name); });
+      point.reader.reset();
+    }
+    if (s == first_scale)
+      for (const auto& note : notes) spdlog::info("{}", note);
+    for (const auto& note : scale_notes) spdlog::info("{}", note);
+    std::string layout = communicator.size() > 1 || scale_settings.tile_rows * scale_settings.tile_columns > 1
+                             ? fmt::format(", {} rank(s), {}x{} tiles, halo {} px", communicator.size(),
+                                           scale_settings.tile_rows, scale_settings.tile_columns,
+                                           renderer.objective().grid().halo)
+                             : std::string();
+    if (scale_count > 1)
+      spdlog::info("scale {} of {}: {}x{}, {} iterations of {}{}", s + 1, scale_count, scale.width, scale.height,
+                   scale.iterations, o.optimizer, layout);
+    else
+      spdlog::info("rendering {}x{} with {} ({}), {} iterations of {}, on {}{}", width, height, model,
+                   weights_path.filename().string(), scale.iterations, o.optimizer, backend->describe().front(),
+                   layout);
+    if (s == first_scale && scale_count > 1)
+      spdlog::info("with {} ({}) on {}", model, weights_path.filename().string(), backend->describe().front());
+
+    std::map<std::string, std::string> metadata = {
+        {"software", std::string("tessera ") + build_info::version},
+        {"content", o.content},
+        {"style", fmt::format("{}", fmt::join(styles, ","))},
+        {"size", fmt::format("{}x{}", scale.width, scale.height)},
+        {"model", model},
+        {"weights", weights_path.filename().string()},
+        {"content_layers", fmt::format("{}", fmt::join(content_layers, ","))},
+        {"style_layers", fmt::format("{}", fmt::join(style_layers, ","))},
+        {"content_weight", fmt::format("{}", settings.objective.content_weight)},
+        {"style_weight", fmt::format("{}", settings.objective.style_weight)},
+        {"tv_weight", fmt::format("{}", settings.objective.tv_weight)},
+        {"style_scale", fmt::format("{}", o.style_scale)},
+        {"init", o.init},
+        {"optimizer", o.optimizer},
+        {"pooling", o.pooling},
+        {"seed", std::to_string(o.seed)},
+        {"original_colors", o.original_colors ? "true" : "false"},
+        {"precision", o.precision},
+        {"tiles", fmt::format("{}x{}", scale_settings.tile_rows, scale_settings.tile_columns)},
+        {"halo", o.halo},
+        {"scale", fmt::format("{} of {}", s + 1, scale_count)},
+    };
+    auto write = [&](const std::string& path, int iterations_done) {
+      io::WriteOptions write_options;
+      write_options.bits = o.bits;
+      write_options.metadata = metadata;
+      write_options.metadata["iterations"] = std::to_string(iterations_done);
+      Image image = renderer.image();  // every rank takes part; rank 0 gets the image
+      if (root) io::write_image(path, image, write_options);
+    };
+
+    // A collective call: every rank hands over its part; rank 0 writes. A
+    // failure to write is a warning (the render goes on, the previous
+    // checkpoint stays); the seconds and bytes go to the log.
+    auto checkpoint = [&](double& seconds, std::uintmax_t& bytes) {
+      auto start = std::chrono::steady_clock::now();
+      auto path = io::checkpoint_path(o.output, s + 1, renderer.iterations_done());
+      std::unique_ptr<io::CheckpointWriter> writer;
+      std::string problem;
+      if (root) {
+        io::CheckpointHeader header;
+        header.settings = identity;
+        header.scale = s;
+        header.scale_count = scale_count;
+        header.width = scale.width;
+        header.height = scale.height;
+        header.state = renderer.state();
+        header.ranks = communicator.size();
+        header.tiles = fmt::format("{}x{}", scale_settings.tile_rows, scale_settings.tile_columns);
+        try {
+          writer = std::make_unique<io::CheckpointWriter>(path, header);
+        } catch (const Error& e) {
+          problem = e.what();
+        }
+      }
+      renderer.save([&](const std::string& name, std::span<const float> whole) {
+        if (!problem.empty()) return;
+        try {
+          writer->write(name, whole);
+        } catch (const Error& e) {
+          problem = e.what();
+        }
+      });
+      if (!root) return;
+      if (problem.empty()) {
+        try {
+          bytes = writer->commit();
+        } catch (const Error& e) {
+          problem = e.what();
+        }
+      }
+      writer.reset();
+      seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      if (!problem.empty()) {
+        spdlog::warn("checkpoint not written ({}); the previous one is kept", problem);
+        return;
+      }
+      if (kept.empty() || kept.back() != path) kept.push_back(path);
+      // Keep this checkpoint and the one before it; earlier ones (also those
+      // of an earlier render of this output) go.
+      for (const auto& old : io::list_checkpoints(o.output)) {
+        bool keep = old == kept.back() || (kept.size() > 1 && old == kept[kept.size() - 2]);
+        std::error_code ignored;
+        if (!keep) std::filesystem::remove(old, ignored);
+      }
+      spdlog::debug("checkpoint {} ({:.1f} MB, {:.2f} s)", path.string(), bytes / 1e6, seconds);
+    };
+
+    Progress progress(stderr, o.print_every, o.quiet || !root);
+    int scale_done = renderer.run([&](const IterationReport& r) {
+      progress.update(r);
+      auto io_start = std::chrono::steady_clock::now();
+      if (o.save_every > 0 && r.iteration % o.save_every == 0 && r.iteration < r.iterations) {
+        progress.finish();
+        write(intermediate_name(o.output, s, scale_count, r.iteration), r.iteration);
+      }
+      double io_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - io_start).count();
+      // Every rank takes the same decision, or the collectives would hang:
+      // 2 stops (and checkpoints), 1 checkpoints and goes on.
+      double request = g_stop_signal.load() != 0 ? 2.0 : g_checkpoint_signal.exchange(0) != 0 ? 1.0 : 0.0;
+      if (communicator.size() > 1) request = communicator.max(request);
+      const bool periodic =
+          o.checkpoint_every > 0 && r.iteration % o.checkpoint_every == 0 && r.iteration < r.iterations;
+      double checkpoint_seconds = 0.0;
+      std::uintmax_t checkpoint_bytes = 0;
+      if (request > 0.0 || periodic) {
+        progress.finish();
+        checkpoint(checkpoint_seconds, checkpoint_bytes);
+      }
+      if (log.is_open()) {
+        nlohmann::json line = {{"iteration", r.iteration},
+                               {"loss", r.losses.total()},
+                               {"content_loss", r.losses.content},
+                               {"style_loss", r.losses.style},
+                               {"tv_loss", r.losses.tv},
+                               {"style_loss_per_layer", r.losses.style_per_layer},
+                               {"seconds", r.seconds},
+                               {"seconds_this_iteration", r.seconds_this_iteration},
+                               {"compute_seconds", r.times.compute},
+                               {"halo_seconds", r.times.halo},
+                               {"allreduce_seconds", r.times.allreduce},
+                               {"io_seconds", io_seconds},
+                               {"ranks", communicator.size()},
+                               {"scale", s + 1},
+                               {"scales", scale_count},
+                               {"width", scale.width},
+                               {"height", scale.height}};
+        if (checkpoint_bytes > 0) {
+          line["checkpoint_seconds"] = checkpoint_seconds;
+          line["checkpoint_bytes"] = checkpoint_bytes;
+        }
+        log << line.dump() << '\n';
+        log.flush();
+      }
+      return request < 2.0;
+    });
+    progress.finish();
+    done = scale_done;
+
+    if (g_stop_signal.load() != 0 || renderer.stop_reason() == "interrupted") {
+      interrupted = true;
+      write(o.output, done);
+      int signal = g_stop_signal.load();
+      spdlog::warn("interrupted ({}) after {} of {} iterations{}; the image so far{} is in {}, and a checkpoint "
+                   "next to it (--resume auto continues)",
+                   signal == SIGINT ? "SIGINT" : signal == SIGTERM ? "SIGTERM" : "another rank", done,
+                   scale.iterations, scale_count > 1 ? fmt::format(" of scale {} of {}", s + 1, scale_count) : "",
+                   scale_count > 1 ? fmt::format(" ({}x{})", scale.width, scale.height) : "", o.output);
+      break;
+    }
+    if (!renderer.stop_reason().empty()) {
+      stopped_early = renderer.stop_reason();
+      spdlog::warn("stopped after {} of {} iterations{}: {}", done, scale.iterations,
+                   scale_count > 1 ? fmt::format(" of scale {}", s + 1) : "", stopped_early);
+    }
+    if (s + 1 < scale_count) {
+      // The next scale starts from this one's result, upsampled in the
+      // backbone's input domain (no round trip through RGB).
+      if (o.checkpoint_every > 0) {
+        double seconds = 0.0;
+        std::uintmax_t bytes = 0;
+        checkpoint(seconds, bytes);
+      }
+      std::vector<float> planar = renderer.input_image();
+      if (root) {
+        Image current(scale.width, scale.height);
+        current.pixels = std::move(planar);
+        carried = io::resize_image(current, scales[s + 1].width, scales[s + 1].height).pixels;
+      }
+      continue;
+    }
+    write(o.output, done);
   }
-  if (!renderer.stop_reason().empty())
-    spdlog::warn("stopped after {} of {} iterations: {}", done, o.iterations, renderer.stop_reason());
+  if (interrupted) return kExitInterrupted;
   spdlog::info("wrote {}", o.output);
   return 0;
 }
@@ -514,7 +833,16 @@ Command add_render_command(CLI::App& app) {
   command->add_option("--optimizer", o->optimizer, "lbfgs or adam")->capture_default_str();
   command->add_option("--learning-rate", o->learning_rate, "Adam's learning rate")->capture_default_str();
   command->add_option("--lbfgs-history", o->lbfgs_history, "L-BFGS history pairs")->capture_default_str();
-  command->add_option("--iterations", o->iterations, "Iterations (one evaluation each)")->capture_default_str();
+  command->add_option("--iterations", o->iterations,
+                      "Iterations (one evaluation each); with --scales, those of the coarsest scale")
+      ->capture_default_str();
+  command->add_option("--scales", o->scales,
+                      "Coarse to fine: N scales (the long side halving from the output's), or long sides "
+                      "512,1024,... (the output's size is the last); each starts from the one before, upsampled")
+      ->capture_default_str();
+  command->add_option("--scale-iterations", o->scale_iterations,
+                      "Iterations of each scale, coarsest first (default: --iterations, then half at each finer scale)")
+      ->delimiter(',');
   command->add_option("--seed", o->seed, "Random seed (random init)")->capture_default_str();
   command->add_flag("--original-colors", o->original_colors, "Keep the content's colours (luminance transfer)");
   command->add_option("--pooling", o->pooling, "max or avg")->capture_default_str();
@@ -522,6 +850,13 @@ Command add_render_command(CLI::App& app) {
       ->capture_default_str();
   command->add_option("--save-every", o->save_every, "Write OUTPUT_NNNN.ext every N iterations (0: never)")
       ->capture_default_str();
+  command->add_option("--checkpoint-every", o->checkpoint_every,
+                      "Write a checkpoint (OUTPUT.ckpt-sS-iN.h5, the newest two kept) every N iterations and at the "
+                      "end of each scale; 0: only on SIGINT, SIGTERM (which stop) and SIGUSR1 (which goes on)")
+      ->capture_default_str();
+  command->add_option("--resume", o->resume,
+                      "Continue from a checkpoint FILE, or 'auto': the newest usable one next to the output (none: "
+                      "start from the beginning). Any rank or tile count; the other settings must match");
   command->add_option("--backend", o->backend, "cpu or auto")->capture_default_str();
   command->add_option("--threads", o->threads, "CPU threads (0: all cores)")->capture_default_str();
   command->add_option("--precision", o->precision, "Activation storage: f32 (reference) or bf16")

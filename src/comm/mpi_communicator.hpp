@@ -26,6 +26,7 @@ class MpiCommunicator final : public Communicator {
   void exchange(const std::vector<Transfer>& sends, const std::vector<Transfer>& receives) override;
   void gather_to_root(std::span<const float> local, std::vector<float>& gathered) override;
   void broadcast(std::vector<float>& values) override;
+  using Communicator::broadcast;
   using Communicator::sum;
 
   // Ends every rank of the job: for a rank that failed, so that the others

@@ -22,4 +22,28 @@ bool Adam::update(Tensor& x, const Tensor& gradient, double loss) {
   return true;
 }
 
+OptimizerState Adam::state() const {
+  OptimizerState state;
+  state.scalars["step"] = double(state_.step);
+  state.vectors = {"first_moment", "second_moment"};
+  return state;
+}
+
+const Tensor& Adam::vector(const std::string& name) const {
+  if (name == "first_moment") return first_moment_;
+  if (name == "second_moment") return second_moment_;
+  fail("internal: Adam has no vector '", name, "'");
+}
+
+void Adam::restore(const OptimizerState& state,
+                   const std::function<void(const std::string& name, Tensor& vector)>& fill) {
+  auto step = state.scalars.find("step");
+  if (step == state.scalars.end()) fail("Adam state: 'step' is missing");
+  if (!(step->second >= 0 && step->second < 1e15 && step->second == std::floor(step->second)))
+    fail("Adam state: step ", step->second, " is not a count");
+  state_.step = std::int64_t(step->second);
+  fill("first_moment", first_moment_);
+  fill("second_moment", second_moment_);
+}
+
 }  // namespace tessera

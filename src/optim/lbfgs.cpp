@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 
 #include "tessera/error.hpp"
 #include "tessera/optimizer.hpp"
@@ -91,6 +92,78 @@ bool Lbfgs::update(Tensor& x, const Tensor& gradient, double /*loss*/) {
   }
   backend_.axpy(step_, direction_, x);
   return true;
+}
+
+namespace {
+
+std::string pair_name(const char* what, int index) {
+  char name[32];
+  std::snprintf(name, sizeof name, "%s_%03d", what, index);
+  return name;
+}
+
+double required(const OptimizerState& state, const std::string& name) {
+  auto it = state.scalars.find(name);
+  if (it == state.scalars.end()) fail("L-BFGS state: '", name, "' is missing");
+  return it->second;
+}
+
+}  // namespace
+
+OptimizerState Lbfgs::state() const {
+  OptimizerState state;
+  state.scalars["iteration"] = iteration_;
+  state.scalars["step"] = step_;
+  state.scalars["hessian_diagonal"] = hessian_diagonal_;
+  state.scalars["history_pairs"] = double(directions_.size());
+  if (iteration_ == 0) return state;
+  state.vectors = {"direction", "previous_gradient"};
+  for (std::size_t i = 0; i < directions_.size(); ++i) {
+    state.scalars[pair_name("rho", int(i))] = rho_[i];
+    state.vectors.push_back(pair_name("y", int(i)));
+    state.vectors.push_back(pair_name("s", int(i)));
+  }
+  return state;
+}
+
+const Tensor& Lbfgs::vector(const std::string& name) const {
+  if (name == "direction") return direction_;
+  if (name == "previous_gradient") return previous_gradient_;
+  for (std::size_t i = 0; i < directions_.size(); ++i) {
+    if (name == pair_name("y", int(i))) return directions_[i];
+    if (name == pair_name("s", int(i))) return steps_[i];
+  }
+  fail("internal: L-BFGS has no vector '", name, "'");
+}
+
+void Lbfgs::restore(const OptimizerState& state,
+                    const std::function<void(const std::string& name, Tensor& vector)>& fill) {
+  const double iteration = required(state, "iteration");
+  const double pairs = required(state, "history_pairs");
+  if (!(iteration >= 0 && iteration < 1e9 && iteration == std::floor(iteration)))
+    fail("L-BFGS state: iteration ", iteration, " is not a count");
+  if (!(pairs >= 0 && pairs <= settings_.history && pairs == std::floor(pairs)))
+    fail("L-BFGS state: ", pairs, " history pairs, this optimiser keeps at most ", settings_.history);
+  iteration_ = int(iteration);
+  step_ = float(required(state, "step"));
+  hessian_diagonal_ = required(state, "hessian_diagonal");
+  while (!directions_.empty()) {
+    spare_.push_back(std::move(directions_.back()));
+    spare_.push_back(std::move(steps_.back()));
+    directions_.pop_back();
+    steps_.pop_back();
+  }
+  rho_.clear();
+  if (iteration_ == 0) return;
+  fill("direction", direction_);
+  fill("previous_gradient", previous_gradient_);
+  for (int i = 0; i < int(pairs); ++i) {
+    directions_.push_back(take_buffer());
+    steps_.push_back(take_buffer());
+    fill(pair_name("y", i), directions_.back());
+    fill(pair_name("s", i), steps_.back());
+    rho_.push_back(required(state, pair_name("rho", i)));
+  }
 }
 
 }  // namespace tessera

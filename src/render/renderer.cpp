@@ -66,6 +66,11 @@ Renderer::Renderer(Backend& backend, Communicator& communicator, RenderSettings 
           fail("internal: init image has the wrong size");
         start = to_input_domain(*inputs_.init_image);
         break;
+      case InitKind::given:
+        if (inputs_.start.size() != 3 * std::size_t(width) * height)
+          fail("internal: the given start image has ", inputs_.start.size(), " values for ", width, "x", height);
+        start = std::move(inputs_.start);
+        break;
       case InitKind::random: {
         // neural-style: normal noise of standard deviation 0.001 in the
         // backbone's input domain, from the seed.
@@ -115,9 +120,9 @@ int Renderer::run(const std::function<bool(const IterationReport&)>& on_iteratio
   using clock = std::chrono::steady_clock;
   auto start = clock::now();
   auto last = start;
-  int done = 0;
+  int& done = iterations_done_;
   stop_reason_.clear();
-  for (int k = 1; k <= settings_.iterations; ++k) {
+  for (int k = done + 1; k <= settings_.iterations; ++k) {
     IterationReport report;
     report.iteration = k;
     report.iterations = settings_.iterations;
@@ -160,6 +165,44 @@ std::vector<float> Renderer::gather_whole(const Tensor& local_tensor) const {
     part += objective_->elements_of_rank(rank);
   }
   return whole;
+}
+
+void Renderer::scatter_whole(const std::vector<float>& whole, const std::string& name, Tensor& local) {
+  const TileGrid& grid = objective_->grid();
+  if (communicator_.rank() == 0 && whole.size() != 3 * std::size_t(grid.width) * grid.height)
+    fail("saved vector '", name, "' has ", whole.size(), " values; this render's ", grid.width, "x", grid.height,
+         " image needs ", 3 * std::size_t(grid.width) * grid.height);
+  auto owned = scatter_boxes(communicator_, whole, grid.width, grid.height, objective_->owned_boxes(),
+                             objective_->owners());
+  if (owned.size() != local.elements()) fail("internal: scattered ", owned.size(), " values for ", local.elements());
+  backend_.upload(owned, local);
+}
+
+RenderState Renderer::state() const {
+  return {iterations_done_, optimizer_->name(), optimizer_->state()};
+}
+
+void Renderer::save(const VectorSink& sink) const {
+  const bool root = communicator_.rank() == 0;
+  auto pass = [&](const std::string& name, const Tensor& local) {
+    std::vector<float> whole = gather_whole(local);
+    if (root) sink(name, whole);
+  };
+  pass("image", image_);
+  for (const auto& name : optimizer_->state().vectors) pass(name, optimizer_->vector(name));
+}
+
+void Renderer::restore(const RenderState& state, const VectorSource& source) {
+  if (state.optimizer != optimizer_->name())
+    fail("the saved render used ", state.optimizer, ", this one ", optimizer_->name());
+  if (state.iterations_done < 0) fail("the saved render has done ", state.iterations_done, " iterations");
+  const bool root = communicator_.rank() == 0;
+  auto fetch = [&](const std::string& name, Tensor& local) {
+    scatter_whole(root ? source(name) : std::vector<float>(), name, local);
+  };
+  fetch("image", image_);
+  optimizer_->restore(state.optimizer_state, fetch);
+  iterations_done_ = state.iterations_done;
 }
 
 std::vector<float> Renderer::gradient() {
