@@ -324,7 +324,11 @@ ResumePoint find_resume_point(const RenderOptions& o, const std::map<std::string
       return point;
     }
   } else {
-    point.reader = open_checkpoint(o.resume, settings);
+    try {
+      point.reader = open_checkpoint(o.resume, settings);
+    } catch (const Error& e) {
+      fail("cannot resume: ", e.what());
+    }
   }
   const auto& header = point.reader->header();
   point.resumed = true;
@@ -710,6 +714,7 @@ int run_render(CLI::App& command, RenderOptions& o) {
         std::error_code ignored;
         if (!keep) std::filesystem::remove(old, ignored);
       }
+      io::remove_abandoned_checkpoint_files(o.output);
       spdlog::debug("checkpoint {} ({:.1f} MB, {:.2f} s)", path.string(), bytes / 1e6, seconds);
     };
 

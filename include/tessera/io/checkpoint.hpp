@@ -104,6 +104,10 @@ std::filesystem::path checkpoint_path(const std::filesystem::path& output, int s
 // Those files, newest (latest scale, then most iterations) first.
 std::vector<std::filesystem::path> list_checkpoints(const std::filesystem::path& output);
 
+// Removes the temporary files of checkpoints of `output` that other
+// processes began and never finished (killed while writing).
+void remove_abandoned_checkpoint_files(const std::filesystem::path& output);
+
 // The SHA-256 of a file's bytes (hex): how a checkpoint records which
 // images and weights a render used.
 std::string file_sha256(const std::filesystem::path& path);

@@ -9,6 +9,8 @@
 #include <ctime>
 #include <set>
 
+#include <unistd.h>
+
 #include <nlohmann/json.hpp>
 
 #include "common/hdf5_file.hpp"
@@ -273,6 +275,23 @@ std::vector<std::filesystem::path> list_checkpoints(const std::filesystem::path&
   std::vector<std::filesystem::path> paths;
   for (auto& [key, path] : found) paths.push_back(std::move(path));
   return paths;
+}
+
+void remove_abandoned_checkpoint_files(const std::filesystem::path& output) {
+  std::filesystem::path folder = output.parent_path().empty() ? std::filesystem::path(".") : output.parent_path();
+  // TemporaryFile's names: ".<target>.tmp-<pid>-<counter>".
+  std::string prefix(".");
+  prefix += output.stem().string();
+  prefix += ".ckpt-s";
+  const std::string mine = ".tmp-" + std::to_string(::getpid()) + "-";
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(folder, ec)) {
+    std::string name = entry.path().filename().string();
+    if (!name.starts_with(prefix) || name.find(".h5.tmp-") == std::string::npos || name.find(mine) != std::string::npos)
+      continue;
+    std::error_code ignored;
+    std::filesystem::remove(entry.path(), ignored);
+  }
 }
 
 std::string file_sha256(const std::filesystem::path& path) { return sha256_of_file(path); }

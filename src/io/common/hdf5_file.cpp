@@ -180,8 +180,11 @@ TemporaryFile::TemporaryFile(const std::filesystem::path& target) {
   std::filesystem::path folder = target.parent_path().empty() ? std::filesystem::path(".") : target.parent_path();
   // Hidden and unique, so that listings and other writers never take it
   // for a finished file.
-  path_ = folder / ("." + target.filename().string() + ".tmp-" + std::to_string(::getpid()) + "-" +
-                    std::to_string(counter++));
+  // (Appended piece by piece: GCC 12 warns falsely on "." + std::string.)
+  std::string name(".");
+  name += target.filename().string();
+  name += ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
+  path_ = folder / name;
 }
 
 TemporaryFile::~TemporaryFile() {

@@ -1,0 +1,319 @@
+// The tessera command stopped and continued as a cluster does it: a real
+// SIGTERM to one rank mid-render, then --resume on another rank count; a
+// kill while a checkpoint is being written; damaged and foreign checkpoints.
+// Each continued render must end on the uninterrupted render's image.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "support/render_cases.hpp"
+#include "support/test_support.hpp"
+#include "tessera/io/checkpoint.hpp"
+#include "tessera/io/image_io.hpp"
+
+namespace tessera {
+namespace {
+
+namespace fs = std::filesystem;
+using clock_type = std::chrono::steady_clock;
+
+std::vector<std::string> split_words(const std::string& text) {
+  std::vector<std::string> words;
+  std::istringstream in(text);
+  for (std::string word; in >> word;) words.push_back(word);
+  return words;
+}
+
+// mpirun and its options, from CTest (TESSERA_MPIRUN, space separated).
+std::vector<std::string> mpirun(int ranks) {
+  const char* launcher = std::getenv("TESSERA_MPIRUN");
+  std::vector<std::string> words = split_words(launcher ? launcher : "mpirun");
+  words.insert(words.end(), {"-np", std::to_string(ranks), "-x", "OMP_NUM_THREADS=1"});
+  return words;
+}
+
+// A small render of the fixture weights: every test renders the same thing.
+class Resume : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    folder_ = testing::scratch_dir();
+    ASSERT_EQ(run({tessera(), "models", "import", (testing::fixture_dir() / "weights/vgg19_prefix_zip.pth").string(),
+                   "-o", "weights.h5"}),
+              0);
+    io::write_image(folder_ / "content.png", testing::seeded_rgb(96, 80, 11));
+    io::write_image(folder_ / "style.png", testing::seeded_rgb(80, 96, 12));
+  }
+
+  static std::string tessera() { return testing::tessera_binary().string(); }
+
+  std::vector<std::string> render(const std::vector<std::string>& extra, int ranks = 1) {
+    std::vector<std::string> command = ranks > 1 ? mpirun(ranks) : std::vector<std::string>{};
+    for (std::string word : {tessera(), std::string("render"), std::string("--content"), std::string("content.png"),
+                             std::string("--style"), std::string("style.png"), std::string("--weights"),
+                             std::string("weights.h5"), std::string("--content-layers"), std::string("relu1_2"),
+                             std::string("--style-layers"), std::string("relu1_1,relu1_2"), std::string("-q")})
+      command.push_back(word);
+    command.insert(command.end(), extra.begin(), extra.end());
+    return command;
+  }
+
+  // Starts `command` in the test's folder; output to `log`.
+  pid_t spawn(const std::vector<std::string>& command, const std::string& log = "command.log") {
+    pid_t child = fork();
+    if (child == 0) {
+      if (chdir(folder_.c_str()) != 0) _exit(126);
+      FILE* out = std::freopen(log.c_str(), "w", stdout);
+      if (!out || dup2(fileno(stdout), 2) < 0) _exit(126);
+      std::vector<std::string> words = command;
+      std::vector<char*> argv;
+      for (auto& w : words) argv.push_back(w.data());
+      argv.push_back(nullptr);
+      execvp(argv[0], argv.data());
+      _exit(127);
+    }
+    return child;
+  }
+
+  static int wait_for(pid_t child) {
+    int status = 0;
+    if (waitpid(child, &status, 0) != child) return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+
+  int run(const std::vector<std::string>& command, const std::string& log = "command.log") {
+    return wait_for(spawn(command, log));
+  }
+
+  std::string text(const std::string& name) const {
+    std::ifstream in(folder_ / name);
+    std::stringstream all;
+    all << in.rdbuf();
+    return all.str();
+  }
+
+  std::vector<nlohmann::json> log_lines(const std::string& name) const {
+    std::vector<nlohmann::json> lines;
+    std::ifstream in(folder_ / name);
+    for (std::string line; std::getline(in, line);) {
+      try {
+        lines.push_back(nlohmann::json::parse(line));
+      } catch (const nlohmann::json::exception&) {
+        break;  // the line being written
+      }
+    }
+    return lines;
+  }
+
+  // Waits (up to a minute) until the JSON log satisfies `ready`.
+  bool wait_for_log(const std::string& name, const std::function<bool(const nlohmann::json&)>& ready) const {
+    auto deadline = clock_type::now() + std::chrono::seconds(60);
+    while (clock_type::now() < deadline) {
+      for (const auto& line : log_lines(name))
+        if (ready(line)) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return false;
+  }
+
+  // The last-started rank of a job launched by `launcher` (its child).
+  static pid_t a_rank_of(pid_t launcher) {
+    pid_t found = -1;
+    for (const auto& entry : fs::directory_iterator("/proc")) {
+      std::ifstream stat(entry.path() / "stat");
+      std::string pid, name, state;
+      pid_t parent = 0;
+      if (!(stat >> pid >> name >> state >> parent)) continue;
+      if (parent == launcher && name == "(tessera)") found = std::max(found, pid_t(std::stoi(pid)));
+    }
+    return found;
+  }
+
+  double difference(const std::string& a, const std::string& b) const {
+    return testing::max_difference(io::read_image(folder_ / a), io::read_image(folder_ / b));
+  }
+
+  fs::path folder_;
+};
+
+// SIGTERM to one of two ranks: every rank stops after the same iteration, a
+// checkpoint and the image so far are written, the job exits 130. Three
+// ranks continue it to the uninterrupted render's image.
+TEST_F(Resume, SigtermThenResumeOnAnotherRankCount) {
+  const std::vector<std::string> settings = {"--size", "200", "--iterations", "150"};
+  auto whole = render(settings);
+  whole.insert(whole.end(), {"-o", "whole.exr"});
+  ASSERT_EQ(run(whole), 0) << text("command.log");
+
+  auto first = render(settings, 2);
+  first.insert(first.end(), {"-o", "part.exr", "--log-json", "log.jsonl"});
+  pid_t launcher = spawn(first, "first.log");
+  ASSERT_TRUE(wait_for_log("log.jsonl", [](const auto& line) { return line["iteration"] >= 10; }))
+      << text("first.log");
+  pid_t rank = a_rank_of(launcher);
+  ASSERT_GT(rank, 0);
+  kill(rank, SIGTERM);
+  EXPECT_EQ(wait_for(launcher), 130) << text("first.log");
+  auto lines = log_lines("log.jsonl");
+  ASSERT_FALSE(lines.empty());
+  const int stopped_at = lines.back()["iteration"];
+  EXPECT_LT(stopped_at, 150) << "the render finished before the signal";
+  auto checkpoints = io::list_checkpoints(folder_ / "part.exr");
+  ASSERT_EQ(checkpoints.size(), 1u);
+  EXPECT_EQ(checkpoints[0].filename(), io::checkpoint_path("part.exr", 1, stopped_at).filename());
+  EXPECT_NE(text("first.log").find("--resume auto continues"), std::string::npos) << text("first.log");
+
+  auto second = render(settings, 3);
+  second.insert(second.end(), {"-o", "part.exr", "--resume", "auto"});
+  ASSERT_EQ(run(second, "second.log"), 0) << text("second.log");
+  EXPECT_NE(text("second.log").find("resuming from"), std::string::npos) << text("second.log");
+  EXPECT_LE(difference("part.exr", "whole.exr"), 1e-4);
+}
+
+// Three scales, stopped inside the second, continued by one process on 2x2
+// tiles: the same final image. And each scale starts below a cold start at
+// its size, and the image has the requested size.
+TEST_F(Resume, MultiScaleStoppedInsideTheSecondScale) {
+  const std::vector<std::string> settings = {"--size", "256", "--scales", "3", "--iterations", "80"};
+  auto whole = render(settings);
+  whole.insert(whole.end(), {"-o", "whole.exr", "--log-json", "whole.jsonl"});
+  ASSERT_EQ(run(whole), 0) << text("command.log");
+  Image image = io::read_image(folder_ / "whole.exr");
+  EXPECT_EQ(image.width, 256);
+  EXPECT_EQ(image.height, 213);
+
+  // Loss at the first iteration of each later scale against a cold start.
+  std::map<int, std::pair<double, std::string>> scale_start;  // scale -> (loss, size)
+  for (const auto& line : log_lines("whole.jsonl")) {
+    int scale = line["scale"];
+    if (!scale_start.count(scale))
+      scale_start[scale] = {line["loss"].get<double>(),
+                            std::to_string(line["width"].get<int>()) + "x" + std::to_string(line["height"].get<int>())};
+  }
+  ASSERT_EQ(scale_start.size(), 3u);
+  for (int scale : {2, 3}) {
+    auto cold = render({"--size", scale_start[scale].second, "--iterations", "1", "--log-json", "cold.jsonl", "-o",
+                        "cold.png"});
+    ASSERT_EQ(run(cold), 0) << text("command.log");
+    double cold_loss = log_lines("cold.jsonl").at(0)["loss"];
+    EXPECT_LT(scale_start[scale].first, cold_loss) << "scale " << scale;
+  }
+
+  auto first = render(settings, 2);
+  first.insert(first.end(), {"-o", "part.exr", "--log-json", "log.jsonl"});
+  pid_t launcher = spawn(first, "first.log");
+  ASSERT_TRUE(wait_for_log("log.jsonl", [](const auto& line) { return line["scale"] == 2 && line["iteration"] >= 3; }))
+      << text("first.log");
+  kill(a_rank_of(launcher), SIGTERM);
+  EXPECT_EQ(wait_for(launcher), 130) << text("first.log");
+  auto lines = log_lines("log.jsonl");
+  ASSERT_EQ(lines.back()["scale"], 2) << "the signal did not arrive inside the second scale";
+  EXPECT_LT(lines.back()["iteration"], 40);
+
+  auto second = render(settings);
+  second.insert(second.end(), {"-o", "part.exr", "--resume", "auto", "--tiles", "2x2"});
+  ASSERT_EQ(run(second, "second.log"), 0) << text("second.log");
+  EXPECT_NE(text("second.log").find("scale 2 of 3"), std::string::npos) << text("second.log");
+  EXPECT_LE(difference("part.exr", "whole.exr"), 1e-4);
+}
+
+// Killed (SIGKILL) while a checkpoint is being written: the temporary file
+// is left, the previous checkpoint is whole, and --resume auto continues
+// from it to the uninterrupted image.
+TEST_F(Resume, KilledWhileWritingACheckpointKeepsThePreviousOne) {
+  const std::vector<std::string> settings = {"--size", "256", "--iterations", "60"};
+  auto whole = render(settings);
+  whole.insert(whole.end(), {"-o", "whole.exr"});
+  ASSERT_EQ(run(whole), 0) << text("command.log");
+
+  // Every iteration writes a checkpoint that grows with the L-BFGS history,
+  // so most of the time goes to writing; poll for a temporary file and kill
+  // at once. A kill that misses the write is tried again.
+  bool killed_while_writing = false;
+  for (int attempt = 0; attempt < 10 && !killed_while_writing; ++attempt) {
+    for (const auto& entry : fs::directory_iterator(folder_))
+      if (entry.path().filename().string().starts_with("part")) fs::remove(entry.path());
+    auto command = render(settings);
+    command.insert(command.end(), {"-o", "part.exr", "--checkpoint-every", "1"});
+    pid_t child = spawn(command, "first.log");
+    auto deadline = clock_type::now() + std::chrono::seconds(30);
+    fs::path temporary;
+    while (temporary.empty() && clock_type::now() < deadline) {
+      if (io::list_checkpoints(folder_ / "part.exr").size() >= 2)
+        for (const auto& entry : fs::directory_iterator(folder_))
+          if (entry.path().filename().string().starts_with(".part.ckpt-")) temporary = entry.path();
+    }
+    kill(child, SIGKILL);
+    wait_for(child);
+    killed_while_writing = !temporary.empty() && fs::exists(temporary);
+    // Whatever the kill hit, the newest checkpoint in place loads.
+    auto checkpoints = io::list_checkpoints(folder_ / "part.exr");
+    ASSERT_FALSE(checkpoints.empty());
+    io::CheckpointReader reader(checkpoints.front());
+    EXPECT_NO_THROW(reader.verify()) << checkpoints.front();
+  }
+  ASSERT_TRUE(killed_while_writing) << "no kill landed inside a checkpoint write in 10 attempts";
+
+  auto second = render(settings);
+  second.insert(second.end(), {"-o", "part.exr", "--resume", "auto"});
+  ASSERT_EQ(run(second, "second.log"), 0) << text("second.log");
+  EXPECT_NE(text("second.log").find("resuming from"), std::string::npos);
+  EXPECT_LE(difference("part.exr", "whole.exr"), 1e-4);
+}
+
+// A checkpoint cut short, with a flipped byte, or from another model: one
+// clear line, exit 1, and no render (no output written).
+TEST_F(Resume, DamagedOrForeignCheckpointsAreRefused) {
+  const std::vector<std::string> settings = {"--size", "128", "--iterations", "10"};
+  auto first = render(settings);
+  first.insert(first.end(), {"-o", "first.png", "--checkpoint-every", "5"});
+  ASSERT_EQ(run(first), 0) << text("command.log");
+  fs::path good = io::checkpoint_path(folder_ / "first.png", 1, 5);
+  ASSERT_TRUE(fs::exists(good));
+  std::ifstream in(good, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+
+  auto refused = [&](const std::string& checkpoint, const std::string& says) {
+    auto command = render(settings);
+    command.insert(command.end(), {"-o", "second.png", "--resume", checkpoint});
+    int code = run(command, "second.log");
+    std::string output = text("second.log");
+    EXPECT_EQ(code, 1) << output;
+    EXPECT_NE(output.find(checkpoint), std::string::npos) << output;
+    EXPECT_NE(output.find(says), std::string::npos) << output;
+    EXPECT_EQ(std::count(output.begin(), output.end(), '\n'), 1) << output;
+    EXPECT_FALSE(fs::exists(folder_ / "second.png")) << checkpoint;
+  };
+  for (double fraction : {0.05, 0.5, 0.95}) {
+    std::string name = "cut" + std::to_string(int(fraction * 100)) + ".h5";
+    std::ofstream(folder_ / name, std::ios::binary).write(bytes.data(), std::streamsize(fraction * bytes.size()));
+    refused(name, "HDF5");
+  }
+  // A byte in the middle of the image's values.
+  std::string flipped = bytes;
+  flipped[flipped.size() / 2] = char(flipped[flipped.size() / 2] ^ 0x01);
+  std::ofstream(folder_ / "flipped.h5", std::ios::binary).write(flipped.data(), std::streamsize(flipped.size()));
+  refused("flipped.h5", "flipped.h5");
+
+  // The same render with other weights and model: refused, naming both.
+  ASSERT_EQ(run({tessera(), "models", "import", (testing::fixture_dir() / "weights/vgg19_prefix_zip.pth").string(),
+                 "--arch", "vgg16", "-o", "vgg16.h5"}),
+            0);
+  auto other = render(settings);
+  other.insert(other.end(), {"-o", "other.png", "--checkpoint-every", "5"});
+  for (auto& word : other)
+    if (word == "weights.h5") word = "vgg16.h5";
+  ASSERT_EQ(run(other), 0) << text("command.log");
+  refused(io::checkpoint_path("other.png", 1, 5).string(), "model: saved 'vgg16', now 'vgg19'");
+}
+
+}  // namespace
+}  // namespace tessera
