@@ -1,3 +1,4 @@
+#include "backends/cuda_registration.hpp"
 #include "tessera/backend.hpp"
 #include "tessera/error.hpp"
 
@@ -7,12 +8,23 @@ namespace cpu {
 std::unique_ptr<Backend> make_cpu_backend();
 }
 
-std::vector<std::string> available_backends() { return {"cpu"}; }
+std::vector<std::string> available_backends() {
+  if (cuda::compiled()) return {"cpu", "cuda"};
+  return {"cpu"};
+}
 
 std::unique_ptr<Backend> make_backend(const std::string& name) {
-  if (name == "cpu" || name == "auto") return cpu::make_cpu_backend();
-  if (name == "cuda") fail("backend 'cuda' is not compiled into this build (available: cpu)");
-  fail("unknown backend '", name, "' (available: cpu, auto)");
+  if (name == "cpu") return cpu::make_cpu_backend();
+  if (name == "cuda") return cuda::make_cuda_backend();
+  if (name == "auto") {
+    // A GPU when this process has one; the CPU everywhere else (CI included).
+    std::string why_none;
+    if (cuda::usable_device_count(why_none) > 0) return cuda::make_cuda_backend();
+    return cpu::make_cpu_backend();
+  }
+  std::string names;
+  for (const auto& n : available_backends()) names += n + ", ";
+  fail("unknown backend '", name, "' (available: ", names, "auto)");
 }
 
 }  // namespace tessera

@@ -8,6 +8,7 @@
 #include "cli/commands.hpp"
 #include "tessera/backend.hpp"
 #include "tessera/build_info.hpp"
+#include "tessera/error.hpp"
 
 namespace tessera::cli {
 
@@ -20,8 +21,14 @@ Command add_info_command(CLI::App& app) {
     for (const auto& name : available_backends()) names += (names.empty() ? "" : ", ") + name;
     fmt::print("backends: {}\n", names);
     for (const auto& name : available_backends()) {
-      auto backend = make_backend(name);
-      for (const auto& line : backend->describe()) fmt::print("  {}\n", line);
+      // A backend compiled in but without its device here (CUDA on a
+      // machine with no GPU or driver) is listed with the reason.
+      try {
+        auto backend = make_backend(name);
+        for (const auto& line : backend->describe()) fmt::print("  {}\n", line);
+      } catch (const Error& e) {
+        fmt::print("  {}: unavailable: {}\n", name, e.what());
+      }
     }
     char mpi_version[MPI_MAX_LIBRARY_VERSION_STRING] = {};
     int length = 0;

@@ -1,0 +1,704 @@
+#include "backends/cuda/cuda_backend.hpp"
+
+#include <cuda_bf16.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <sstream>
+
+#include "backends/cuda/cuda_kernels.cuh"
+#include "backends/cuda_registration.hpp"
+
+namespace tessera::cuda {
+
+namespace {
+
+void require_same_size(const Tensor& a, const Tensor& b, const char* what) {
+  if (a.elements() != b.elements())
+    fail("internal: ", what, " on tensors of ", a.elements(), " and ", b.elements(), " elements");
+}
+
+void require_f32(const Tensor& a, const char* what) {
+  if (a.type() != DataType::f32) fail("internal: ", what, " needs f32 tensors");
+}
+
+double mebibytes(std::size_t bytes) { return double(bytes) / (1024.0 * 1024.0); }
+
+// --- reductions: each block adds its grid-stride share, in a fixed order,
+// into partials[blockIdx.x]; sum_partials adds those in one block.
+
+template <typename T>
+__device__ T block_sum(T value) {
+  __shared__ T shared[kThreadsPerBlock];
+  shared[threadIdx.x] = value;
+  __syncthreads();
+  for (int half = kThreadsPerBlock / 2; half > 0; half /= 2) {
+    if (threadIdx.x < half) shared[threadIdx.x] += shared[threadIdx.x + half];
+    __syncthreads();
+  }
+  return shared[0];
+}
+
+template <typename Term>
+__global__ void reduce_sum(Term term, std::size_t n, double* partials) {
+  double sum = 0.0;
+  for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < n;
+       i += std::size_t(gridDim.x) * blockDim.x)
+    sum += term(i);
+  double total = block_sum(sum);
+  if (threadIdx.x == 0) partials[blockIdx.x] = total;
+}
+
+__global__ void sum_partials(const double* partials, int count, double* result) {
+  double sum = 0.0;
+  for (int i = threadIdx.x; i < count; i += blockDim.x) sum += partials[i];
+  double total = block_sum(sum);
+  if (threadIdx.x == 0) *result = total;
+}
+
+__global__ void max_abs_partials(const float* a, std::size_t n, double* partials) {
+  __shared__ float shared[kThreadsPerBlock];
+  float largest = 0.0f;
+  for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < n;
+       i += std::size_t(gridDim.x) * blockDim.x)
+    largest = fmaxf(largest, fabsf(a[i]));
+  shared[threadIdx.x] = largest;
+  __syncthreads();
+  for (int half = kThreadsPerBlock / 2; half > 0; half /= 2) {
+    if (threadIdx.x < half) shared[threadIdx.x] = fmaxf(shared[threadIdx.x], shared[threadIdx.x + half]);
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) partials[blockIdx.x] = shared[0];
+}
+
+__global__ void max_of_partials(const double* partials, int count, double* result) {
+  __shared__ double shared[kThreadsPerBlock];
+  double largest = 0.0;
+  for (int i = threadIdx.x; i < count; i += blockDim.x) largest = fmax(largest, partials[i]);
+  shared[threadIdx.x] = largest;
+  __syncthreads();
+  for (int half = kThreadsPerBlock / 2; half > 0; half /= 2) {
+    if (threadIdx.x < half) shared[threadIdx.x] = fmax(shared[threadIdx.x], shared[threadIdx.x + half]);
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) *result = shared[0];
+}
+
+struct DotTerm {
+  const float* a;
+  const float* b;
+  __device__ double operator()(std::size_t i) const { return double(a[i]) * double(b[i]); }
+};
+
+struct AbsTerm {
+  const float* a;
+  __device__ double operator()(std::size_t i) const { return fabs(double(a[i])); }
+};
+
+// The window's rows are contiguous runs in both layouts (width floats per
+// channel row in planar, width x C in NHWC): element i of the window is
+// element i % run_length of run i / run_length.
+struct SquaredDistanceTerm {
+  Elements a, b, grad;
+  bool with_gradient;
+  float grad_scale;
+  int channels, height, width;
+  bool planar;
+  Window window;
+  std::size_t run_length;
+  __device__ double operator()(std::size_t i) const {
+    std::size_t run = i / run_length, k = i % run_length;
+    int c = planar ? int(run / window.height) : 0;
+    int y = window.y + int(run % window.height);
+    std::size_t index = offset_of(channels, height, width, planar, c, y, window.x) + k;
+    float d = a.get(index) - b.get(index);
+    if (with_gradient) grad.set(index, grad.get(index) + grad_scale * d);
+    return double(d) * d;
+  }
+};
+
+// Gather form, as on the CPU: each pixel collects the terms of the cells it
+// belongs to, so no two threads write one element.
+struct TotalVariationTerm {
+  const float* x;
+  float* g;
+  int height, width;
+  float weight;
+  Window counted;
+  __device__ double operator()(std::size_t index) const {
+    const int w = width, h = height;
+    const int j = int(index % w);
+    const int i = int((index / w) % h);
+    const float* row = x + (index - j);
+    const float v = row[j];
+    float gv = 0.0f;
+    double sum = 0.0;
+    if (i < h - 1 && j < w - 1) {
+      float dx = v - row[j + 1];
+      float dy = v - row[j + w];
+      if (i >= counted.y && i < counted.y + counted.height && j >= counted.x && j < counted.x + counted.width)
+        sum = double(dx) * dx + double(dy) * dy;
+      gv += dx + dy;
+    }
+    if (i < h - 1 && j > 0) gv -= row[j - 1] - v;
+    if (i > 0 && j < w - 1) gv -= row[j - w] - v;
+    g[index] += weight * gv;
+    return sum;
+  }
+};
+
+// --- element-wise kernels (grid-stride)
+
+#define TESSERA_GRID_STRIDE(i, n)                                                          \
+  for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < (n); \
+       i += std::size_t(gridDim.x) * blockDim.x)
+
+__global__ void fill_kernel(Elements a, std::size_t n, float value) {
+  TESSERA_GRID_STRIDE(i, n) a.set(i, value);
+}
+
+__global__ void scale_kernel(float* a, std::size_t n, float factor) {
+  TESSERA_GRID_STRIDE(i, n) a[i] *= factor;
+}
+
+__global__ void axpy_kernel(float alpha, Elements x, Elements y, std::size_t n) {
+  TESSERA_GRID_STRIDE(i, n) y.set(i, y.get(i) + alpha * x.get(i));
+}
+
+__global__ void subtract_kernel(const float* a, const float* b, float* d, std::size_t n) {
+  TESSERA_GRID_STRIDE(i, n) d[i] = a[i] - b[i];
+}
+
+__global__ void adam_kernel(float* x, const float* g, float* m, float* v, std::size_t n, float step, float b1,
+                            float b2, float eps) {
+  TESSERA_GRID_STRIDE(i, n) {
+    float mi = b1 * m[i] + (1.0f - b1) * g[i];
+    float vi = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
+    m[i] = mi;
+    v[i] = vi;
+    x[i] -= step * mi / (sqrtf(vi) + eps);
+  }
+}
+
+// Destination-indexed, so writes are coalesced; covers planar <-> NHWC and
+// f32 <-> bf16 in one pass.
+__global__ void convert_kernel(Elements source, bool source_planar, Elements destination, bool destination_planar,
+                               int channels, int height, int width) {
+  const std::size_t n = std::size_t(channels) * height * width;
+  TESSERA_GRID_STRIDE(i, n) {
+    int c, y, x;
+    if (destination_planar) {
+      x = int(i % width);
+      y = int((i / width) % height);
+      c = int(i / (std::size_t(width) * height));
+    } else {
+      c = int(i % channels);
+      x = int((i / channels) % width);
+      y = int(i / (std::size_t(channels) * width));
+    }
+    destination.set(i, source.get(offset_of(channels, height, width, source_planar, c, y, x)));
+  }
+}
+
+// Which GPU this process uses: one per rank, chosen from the node-local rank
+// that mpirun or srun sets (0 in a plain process).
+int local_rank() {
+  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID", "MV2_COMM_WORLD_LOCAL_RANK"})
+    if (const char* value = std::getenv(name)) return std::max(0, std::atoi(value));
+  return 0;
+}
+
+std::uint64_t fingerprint_of(const std::vector<float>& values) {
+  // FNV-1a over the bytes, as the CPU backend keys its weight cache.
+  std::uint64_t fingerprint = 1469598103934665603ull;
+  const auto* bytes = reinterpret_cast<const unsigned char*>(values.data());
+  for (std::size_t i = 0, n = values.size() * sizeof(float); i < n; ++i)
+    fingerprint = (fingerprint ^ bytes[i]) * 1099511628211ull;
+  return fingerprint;
+}
+
+// Round to nearest even, NaN kept: the CPU backend's rule, so that both hold
+// the same bf16 weights.
+std::uint16_t float_to_bf16_bits(float value) {
+  std::uint32_t bits;
+  std::memcpy(&bits, &value, 4);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return std::uint16_t((bits >> 16) | 0x40);
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return std::uint16_t(bits >> 16);
+}
+
+}  // namespace
+
+// --- registration
+
+bool compiled() { return true; }
+
+int usable_device_count(std::string& why_none) {
+  int count = 0;
+  cudaError_t status = cudaGetDeviceCount(&count);
+  if (status != cudaSuccess) {
+    // cudaErrorInsufficientDriver (35) on a machine with the toolkit and no
+    // driver (CI), cudaErrorNoDevice (100) with a driver and no GPU: both
+    // mean "no GPU here", never a failure. The error is not sticky; clear it
+    // so that a later call does not report it again.
+    (void)cudaGetLastError();
+    why_none = std::string("no usable CUDA GPU: cudaGetDeviceCount: ") + cudaGetErrorName(status) + " (" +
+               cudaGetErrorString(status) + ")";
+    return 0;
+  }
+  if (count == 0) why_none = "no CUDA GPU: the driver reports 0 devices";
+  return count;
+}
+
+std::unique_ptr<Backend> make_cuda_backend() {
+  std::string why_none;
+  int count = usable_device_count(why_none);
+  if (count == 0) fail("backend 'cuda' cannot run here: ", why_none);
+  return std::make_unique<CudaBackend>(local_rank() % count);
+}
+
+// --- the backend
+
+CudaBackend::CudaBackend(int device) : device_(device) {
+  try {
+    TESSERA_CUDA_CHECK(cudaSetDevice(device_));
+    cudaDeviceProp properties{};
+    TESSERA_CUDA_CHECK(cudaGetDeviceProperties(&properties, device_));
+    multiprocessors_ = properties.multiProcessorCount;
+    compute_major_ = properties.major;
+    device_name_ = properties.name;
+    TESSERA_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    TESSERA_CUDNN_CHECK(cudnnCreate(&cudnn_));
+    TESSERA_CUDNN_CHECK(cudnnSetStream(cudnn_, stream_));
+    TESSERA_CUBLAS_CHECK(cublasCreate(&cublas_));
+    TESSERA_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
+    // f32 is the reference: no TF32 in the Gram products (cuBLAS would use
+    // it with CUBLAS_TF32_TENSOR_OP_MATH); bf16 products use the tensor
+    // cores through their compute type whatever this mode says.
+    TESSERA_CUBLAS_CHECK(cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH));
+    partials_ = allocate_bytes((kMaxReductionBlocks + 1) * sizeof(double));
+    TESSERA_CUDA_CHECK(cudaMallocHost(&result_host_, sizeof(double)));
+  } catch (...) {
+    release();  // a constructor that throws gets no destructor call
+    throw;
+  }
+}
+
+CudaBackend::~CudaBackend() { release(); }
+
+void CudaBackend::release() {
+  // Teardown cannot report failures (a destructor must not throw, and the
+  // process may be ending because of an earlier CUDA error); each release
+  // is attempted once and its status deliberately dropped.
+  if (stream_) (void)cudaStreamSynchronize(stream_);
+  weight_cache_.clear();
+  workspace_.reset();
+  partials_.reset();
+  scratch_.reset();
+  if (result_host_) (void)cudaFreeHost(result_host_);
+  if (staging_host_) (void)cudaFreeHost(staging_host_);
+  result_host_ = nullptr;
+  staging_host_ = nullptr;
+  if (cublas_) (void)cublasDestroy(cublas_);
+  if (cudnn_) (void)cudnnDestroy(cudnn_);
+  if (stream_) (void)cudaStreamDestroy(stream_);
+  cublas_ = nullptr;
+  cudnn_ = nullptr;
+  stream_ = nullptr;
+}
+
+std::vector<std::string> CudaBackend::describe() const {
+  int driver = 0, runtime = 0;
+  TESSERA_CUDA_CHECK(cudaDriverGetVersion(&driver));
+  TESSERA_CUDA_CHECK(cudaRuntimeGetVersion(&runtime));
+  int cublas_version = 0;
+  TESSERA_CUBLAS_CHECK(cublasGetVersion(cublas_, &cublas_version));
+  std::size_t cudnn_version = cudnnGetVersion();
+  auto version = [](int v) { return std::to_string(v / 1000) + "." + std::to_string((v % 1000) / 10); };
+  std::vector<std::string> lines;
+  int count = 0;
+  TESSERA_CUDA_CHECK(cudaGetDeviceCount(&count));
+  for (int d = 0; d < count; ++d) {
+    cudaDeviceProp p{};
+    TESSERA_CUDA_CHECK(cudaGetDeviceProperties(&p, d));
+    std::ostringstream line;
+    line << "cuda:" << d << (d == device_ ? " (this process)" : "") << ": " << p.name << ", sm_" << p.major
+         << p.minor << ", " << p.multiProcessorCount << " SMs, " << std::fixed;
+    line.precision(1);
+    line << double(p.totalGlobalMem) / (1024.0 * 1024.0 * 1024.0) << " GiB";
+    if (d == device_)
+      line << "; driver " << version(driver) << ", runtime " << version(runtime) << ", cuDNN "
+           << cudnn_version / 10000 << "." << (cudnn_version % 10000) / 100 << "." << cudnn_version % 100
+           << ", cuBLAS " << cublas_version / 10000 << "." << (cublas_version % 10000) / 100 << "."
+           << cublas_version % 100;
+    lines.push_back(line.str());
+  }
+  return lines;
+}
+
+void CudaBackend::set_precision(Precision precision) {
+  // bf16 tensor-core products and cuDNN's bf16 kernels start with Ampere.
+  if (precision == Precision::bf16 && compute_major_ < 8)
+    fail("bf16 on CUDA needs compute capability 8.0 or newer; ", device_name_, " has ", compute_major_, ".x");
+  precision_ = precision;
+}
+
+void CudaBackend::synchronize(const char* what) {
+  cudaError_t status = cudaStreamSynchronize(stream_);
+  if (status != cudaSuccess)
+    fail("CUDA: ", what, " failed (reported at the stream's synchronisation): ", cudaGetErrorName(status), " (",
+         cudaGetErrorString(status), ")");
+}
+
+std::shared_ptr<void> CudaBackend::allocate_bytes(std::size_t bytes) {
+  // 256-byte granules: cudaMalloc's own alignment, and what the peak counts.
+  std::size_t rounded = (std::max<std::size_t>(bytes, 1) + 255) / 256 * 256;
+  void* raw = nullptr;
+  cudaError_t status = cudaMalloc(&raw, rounded);
+  if (status == cudaErrorMemoryAllocation) {
+    (void)cudaGetLastError();  // not sticky: clear it so the message below is the one reported
+    std::size_t free_bytes = 0, total_bytes = 0;
+    TESSERA_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+    fail("out of GPU memory on ", device_name_, ": could not allocate ", mebibytes(rounded), " MiB (", mebibytes(free_bytes),
+         " MiB free of ", mebibytes(total_bytes), " MiB; this render holds ", mebibytes(current_bytes_.load()),
+         " MiB). Use more tiles (--tiles ROWSxCOLUMNS, or --tiles auto --memory-per-rank ",
+         int(total_bytes / (1024.0 * 1024.0 * 1024.0) * 0.9), "GiB), --precision bf16, or a smaller size");
+  }
+  if (status != cudaSuccess) fail_cuda("cudaMalloc", __FILE__, __LINE__, status);
+  std::size_t now = current_bytes_.fetch_add(rounded) + rounded;
+  std::size_t peak = peak_bytes_.load();
+  while (now > peak && !peak_bytes_.compare_exchange_weak(peak, now)) {
+  }
+  return std::shared_ptr<void>(raw, [this, rounded](void* p) {
+    // A deleter cannot throw; cudaFree fails only after an earlier error
+    // that was reported where it happened.
+    (void)cudaFree(p);
+    current_bytes_.fetch_sub(rounded);
+  });
+}
+
+void CudaBackend::reserve_workspace(std::size_t bytes) {
+  if (bytes <= workspace_bytes_) return;
+  synchronize("waiting before growing the cuDNN workspace");  // a running layer may still use the old one
+  workspace_.reset();
+  workspace_ = allocate_bytes(bytes);
+  workspace_bytes_ = bytes;
+}
+
+float* CudaBackend::host_floats(std::size_t count) {
+  if (count > staging_capacity_) {
+    if (staging_host_) TESSERA_CUDA_CHECK(cudaFreeHost(staging_host_));
+    staging_host_ = nullptr;
+    staging_capacity_ = 0;
+    TESSERA_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&staging_host_), count * sizeof(float)));
+    staging_capacity_ = count;
+  }
+  return staging_host_;
+}
+
+std::shared_ptr<void> CudaBackend::device_weights(const ConvWeights& weights, DataType type) {
+  const std::uint64_t fingerprint = fingerprint_of(weights.weight);
+  std::erase_if(weight_cache_, [](const CachedWeights& c) { return c.memory.expired(); });
+  for (const auto& cached : weight_cache_)
+    if (cached.fingerprint == fingerprint && cached.count == weights.weight.size() && cached.type == type)
+      if (auto memory = cached.memory.lock()) return memory;
+
+  // OIHW (Caffe, PyTorch) to KRSC: cuDNN's NHWC convolutions want the input
+  // channel innermost in the filter too.
+  const int o_count = weights.out_channels, i_count = weights.in_channels, kh = weights.kernel_h,
+            kw = weights.kernel_w;
+  const std::size_t count = weights.weight.size();
+  if (count != std::size_t(o_count) * i_count * kh * kw) fail("internal: ", weights.name, " has the wrong size");
+  std::vector<float> krsc(count);
+  for (int o = 0; o < o_count; ++o)
+    for (int i = 0; i < i_count; ++i)
+      for (int r = 0; r < kh; ++r)
+        for (int s = 0; s < kw; ++s)
+          krsc[((std::size_t(o) * kh + r) * kw + s) * i_count + i] =
+              weights.weight[((std::size_t(o) * i_count + i) * kh + r) * kw + s];
+  auto memory = allocate_bytes(count * bytes_per_element(type));
+  if (type == DataType::bf16) {
+    std::vector<std::uint16_t> narrow(count);
+    for (std::size_t k = 0; k < count; ++k) narrow[k] = float_to_bf16_bits(krsc[k]);
+    TESSERA_CUDA_CHECK(cudaMemcpyAsync(memory.get(), narrow.data(), count * 2, cudaMemcpyHostToDevice, stream_));
+    synchronize("uploading weights");
+  } else {
+    TESSERA_CUDA_CHECK(cudaMemcpyAsync(memory.get(), krsc.data(), count * 4, cudaMemcpyHostToDevice, stream_));
+    synchronize("uploading weights");
+  }
+  weight_cache_.push_back({fingerprint, count, type, memory});
+  return memory;
+}
+
+Tensor CudaBackend::allocate(Shape shape, Layout layout) {
+  DataType type = layout == Layout::features ? feature_type() : DataType::f32;
+  std::size_t count = shape.elements();
+  std::size_t bytes = count * bytes_per_element(type);
+  std::shared_ptr<void> memory = allocate_bytes(bytes);
+  // Fresh buffers start at zero, as on the CPU: a forgotten initialisation
+  // shows as a wrong number, never as garbage.
+  TESSERA_CUDA_CHECK(cudaMemsetAsync(memory.get(), 0, bytes, stream_));
+  return Tensor(shape, layout, std::static_pointer_cast<float>(memory), count, type);
+}
+
+void CudaBackend::upload(std::span<const float> host, Tensor& tensor) {
+  if (host.size() != tensor.elements())
+    fail("internal: upload of ", host.size(), " floats into a tensor of ", tensor.elements());
+  if (tensor.layout() == Layout::planar && tensor.type() == DataType::f32) {
+    TESSERA_CUDA_CHECK(cudaMemcpyAsync(tensor.data(), host.data(), host.size_bytes(), cudaMemcpyHostToDevice, stream_));
+    synchronize("upload");  // the caller may reuse its host memory at once
+    return;
+  }
+  if (scratch_capacity_ < host.size()) {
+    scratch_ = allocate_bytes(host.size() * sizeof(float));
+    scratch_capacity_ = host.size();
+  }
+  Tensor planar(tensor.shape(), Layout::planar, std::static_pointer_cast<float>(scratch_), host.size());
+  TESSERA_CUDA_CHECK(cudaMemcpyAsync(planar.data(), host.data(), host.size_bytes(), cudaMemcpyHostToDevice, stream_));
+  convert(planar, tensor);
+  synchronize("upload");
+}
+
+void CudaBackend::download(const Tensor& tensor, std::span<float> host) {
+  if (host.size() != tensor.elements())
+    fail("internal: download of ", tensor.elements(), " floats into ", host.size());
+  const float* from = tensor.data();
+  if (tensor.layout() != Layout::planar || tensor.type() != DataType::f32) {
+    if (scratch_capacity_ < host.size()) {
+      scratch_ = allocate_bytes(host.size() * sizeof(float));
+      scratch_capacity_ = host.size();
+    }
+    Tensor planar(tensor.shape(), Layout::planar, std::static_pointer_cast<float>(scratch_), host.size());
+    convert(tensor, planar);
+    from = planar.data();
+  }
+  TESSERA_CUDA_CHECK(cudaMemcpyAsync(host.data(), from, host.size_bytes(), cudaMemcpyDeviceToHost, stream_));
+  synchronize("download");
+}
+
+void CudaBackend::convert(const Tensor& source, Tensor& destination) {
+  if (!(source.shape() == destination.shape()))
+    fail("internal: convert between shapes ", source.shape().describe(), " and ", destination.shape().describe());
+  if (source.layout() == destination.layout() && source.type() == destination.type()) {
+    copy(source, destination);
+    return;
+  }
+  const Shape& s = source.shape();
+  convert_kernel<<<blocks_for(s.elements(), kThreadsPerBlock, 8 * multiprocessors_), kThreadsPerBlock, 0, stream_>>>(
+      Elements::of(source), source.layout() == Layout::planar, Elements::of(destination),
+      destination.layout() == Layout::planar, s.channels, s.height, s.width);
+  TESSERA_CUDA_CHECK_LAUNCH("convert");
+}
+
+int CudaBackend::reduction_blocks(std::size_t elements) const {
+  return blocks_for(elements, kThreadsPerBlock, std::min(kMaxReductionBlocks, 4 * multiprocessors_));
+}
+
+double CudaBackend::finish_sum(int blocks) {
+  auto* partials = static_cast<double*>(partials_.get());
+  sum_partials<<<1, kThreadsPerBlock, 0, stream_>>>(partials, blocks, partials + kMaxReductionBlocks);
+  TESSERA_CUDA_CHECK_LAUNCH("sum_partials");
+  TESSERA_CUDA_CHECK(
+      cudaMemcpyAsync(result_host_, partials + kMaxReductionBlocks, sizeof(double), cudaMemcpyDeviceToHost, stream_));
+  synchronize("a reduction");
+  return *result_host_;
+}
+
+float CudaBackend::finish_max(int blocks) {
+  auto* partials = static_cast<double*>(partials_.get());
+  max_of_partials<<<1, kThreadsPerBlock, 0, stream_>>>(partials, blocks, partials + kMaxReductionBlocks);
+  TESSERA_CUDA_CHECK_LAUNCH("max_of_partials");
+  TESSERA_CUDA_CHECK(
+      cudaMemcpyAsync(result_host_, partials + kMaxReductionBlocks, sizeof(double), cudaMemcpyDeviceToHost, stream_));
+  synchronize("a reduction");
+  return float(*result_host_);
+}
+
+double CudaBackend::squared_distance(const Tensor& a, const Tensor& b, const Window& window, float grad_scale,
+                                     Tensor* grad_a) {
+  require_same_size(a, b, "squared_distance");
+  if (a.layout() != b.layout() || (grad_a && grad_a->layout() != a.layout()))
+    fail("internal: squared_distance on tensors of different layouts");
+  const Shape& s = a.shape();
+  if (window.x < 0 || window.y < 0 || window.x + window.width > s.width || window.y + window.height > s.height)
+    fail("internal: squared_distance window outside the map");
+  if (window.width <= 0 || window.height <= 0) return 0.0;
+  const bool planar = a.layout() == Layout::planar;
+  SquaredDistanceTerm term;
+  term.a = Elements::of(a);
+  term.b = Elements::of(b);
+  term.grad = grad_a ? Elements::of(*grad_a) : Elements{};
+  term.with_gradient = grad_a != nullptr;
+  term.grad_scale = grad_scale;
+  term.channels = s.channels;
+  term.height = s.height;
+  term.width = s.width;
+  term.planar = planar;
+  term.window = window;
+  term.run_length = planar ? std::size_t(window.width) : std::size_t(window.width) * s.channels;
+  const std::size_t n = (planar ? std::size_t(s.channels) : 1) * window.height * term.run_length;
+  const int blocks = reduction_blocks(n);
+  reduce_sum<<<blocks, kThreadsPerBlock, 0, stream_>>>(term, n, static_cast<double*>(partials_.get()));
+  TESSERA_CUDA_CHECK_LAUNCH("squared_distance");
+  return finish_sum(blocks);
+}
+
+double CudaBackend::total_variation(const Tensor& image, float weight, Tensor& grad, const Window& counted) {
+  require_f32(image, "total_variation");
+  require_f32(grad, "total_variation");
+  if (image.layout() != Layout::planar || grad.layout() != Layout::planar)
+    fail("internal: total_variation needs planar tensors");
+  require_same_size(image, grad, "total_variation");
+  const Shape& s = image.shape();
+  TotalVariationTerm term{image.data(), grad.data(), s.height, s.width, weight, counted};
+  const std::size_t n = s.elements();
+  const int blocks = reduction_blocks(n);
+  reduce_sum<<<blocks, kThreadsPerBlock, 0, stream_>>>(term, n, static_cast<double*>(partials_.get()));
+  TESSERA_CUDA_CHECK_LAUNCH("total_variation");
+  return 0.5 * weight * finish_sum(blocks);
+}
+
+void CudaBackend::copy_window(const Tensor& source, const Window& window, Tensor& destination, int x, int y) {
+  require_f32(source, "copy_window");
+  require_f32(destination, "copy_window");
+  const Shape& s = source.shape();
+  const Shape& d = destination.shape();
+  if (source.layout() != Layout::planar || destination.layout() != Layout::planar || s.channels != d.channels ||
+      window.x < 0 || window.y < 0 || window.x + window.width > s.width || window.y + window.height > s.height ||
+      x < 0 || y < 0 || x + window.width > d.width || y + window.height > d.height)
+    fail("internal: copy_window out of bounds");
+  if (window.width <= 0 || window.height <= 0) return;
+  for (int c = 0; c < s.channels; ++c)
+    TESSERA_CUDA_CHECK(cudaMemcpy2DAsync(
+        destination.data() + (std::size_t(c) * d.height + y) * d.width + x, std::size_t(d.width) * sizeof(float),
+        source.data() + (std::size_t(c) * s.height + window.y) * s.width + window.x,
+        std::size_t(s.width) * sizeof(float), std::size_t(window.width) * sizeof(float), window.height,
+        cudaMemcpyDeviceToDevice, stream_));
+}
+
+double CudaBackend::dot(const Tensor& a, const Tensor& b) {
+  require_same_size(a, b, "dot");
+  require_f32(a, "dot");
+  require_f32(b, "dot");
+  const std::size_t n = a.elements();
+  const int blocks = reduction_blocks(n);
+  reduce_sum<<<blocks, kThreadsPerBlock, 0, stream_>>>(DotTerm{a.data(), b.data()}, n,
+                                                       static_cast<double*>(partials_.get()));
+  TESSERA_CUDA_CHECK_LAUNCH("dot");
+  return finish_sum(blocks);
+}
+
+double CudaBackend::sum_abs(const Tensor& a) {
+  require_f32(a, "sum_abs");
+  const std::size_t n = a.elements();
+  const int blocks = reduction_blocks(n);
+  reduce_sum<<<blocks, kThreadsPerBlock, 0, stream_>>>(AbsTerm{a.data()}, n, static_cast<double*>(partials_.get()));
+  TESSERA_CUDA_CHECK_LAUNCH("sum_abs");
+  return finish_sum(blocks);
+}
+
+double CudaBackend::max_abs(const Tensor& a) {
+  require_f32(a, "max_abs");
+  const std::size_t n = a.elements();
+  const int blocks = reduction_blocks(n);
+  max_abs_partials<<<blocks, kThreadsPerBlock, 0, stream_>>>(a.data(), n, static_cast<double*>(partials_.get()));
+  TESSERA_CUDA_CHECK_LAUNCH("max_abs");
+  return finish_max(blocks);
+}
+
+void CudaBackend::fill(Tensor& a, float value) {
+  const std::size_t n = a.elements();
+  if (n == 0) return;
+  if (value == 0.0f) {  // all-zero bits in both types
+    TESSERA_CUDA_CHECK(cudaMemsetAsync(a.data(), 0, n * bytes_per_element(a.type()), stream_));
+    return;
+  }
+  fill_kernel<<<blocks_for(n, kThreadsPerBlock, 8 * multiprocessors_), kThreadsPerBlock, 0, stream_>>>(
+      Elements::of(a), n, value);
+  TESSERA_CUDA_CHECK_LAUNCH("fill");
+}
+
+void CudaBackend::copy(const Tensor& source, Tensor& destination) {
+  require_same_size(source, destination, "copy");
+  if (source.type() != destination.type()) fail("internal: copy between element types");
+  if (source.data() != destination.data() && source.elements() > 0)
+    TESSERA_CUDA_CHECK(cudaMemcpyAsync(destination.data(), source.data(),
+                                       source.elements() * bytes_per_element(source.type()),
+                                       cudaMemcpyDeviceToDevice, stream_));
+}
+
+void CudaBackend::scale(Tensor& a, float factor) {
+  require_f32(a, "scale");
+  const std::size_t n = a.elements();
+  if (n == 0) return;
+  scale_kernel<<<blocks_for(n, kThreadsPerBlock, 8 * multiprocessors_), kThreadsPerBlock, 0, stream_>>>(a.data(), n,
+                                                                                                        factor);
+  TESSERA_CUDA_CHECK_LAUNCH("scale");
+}
+
+void CudaBackend::axpy(float alpha, const Tensor& x, Tensor& y) {
+  require_same_size(x, y, "axpy");
+  const std::size_t n = x.elements();
+  if (n == 0) return;
+  axpy_kernel<<<blocks_for(n, kThreadsPerBlock, 8 * multiprocessors_), kThreadsPerBlock, 0, stream_>>>(
+      alpha, Elements::of(x), Elements::of(y), n);
+  TESSERA_CUDA_CHECK_LAUNCH("axpy");
+}
+
+void CudaBackend::subtract(const Tensor& a, const Tensor& b, Tensor& d) {
+  require_same_size(a, b, "subtract");
+  require_same_size(a, d, "subtract");
+  require_f32(a, "subtract");
+  require_f32(b, "subtract");
+  require_f32(d, "subtract");
+  const std::size_t n = a.elements();
+  if (n == 0) return;
+  subtract_kernel<<<blocks_for(n, kThreadsPerBlock, 8 * multiprocessors_), kThreadsPerBlock, 0, stream_>>>(
+      a.data(), b.data(), d.data(), n);
+  TESSERA_CUDA_CHECK_LAUNCH("subtract");
+}
+
+// The double sums live on the host (the tiled objective adds every block's
+// Gram matrix there, in a fixed order); these Gram-sized copies are small.
+void CudaBackend::accumulate_double(const Tensor& values, std::span<double> sum) {
+  require_f32(values, "accumulate_double");
+  if (sum.size() != values.elements()) fail("internal: accumulate_double sizes differ");
+  float* staged = host_floats(sum.size());
+  TESSERA_CUDA_CHECK(
+      cudaMemcpyAsync(staged, values.data(), sum.size() * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+  synchronize("accumulate_double");
+  for (std::size_t i = 0; i < sum.size(); ++i) sum[i] += staged[i];
+}
+
+void CudaBackend::assign_from_double(std::span<const double> sum, Tensor& values) {
+  require_f32(values, "assign_from_double");
+  if (sum.size() != values.elements()) fail("internal: assign_from_double sizes differ");
+  float* staged = host_floats(sum.size());
+  for (std::size_t i = 0; i < sum.size(); ++i) staged[i] = float(sum[i]);
+  TESSERA_CUDA_CHECK(
+      cudaMemcpyAsync(values.data(), staged, sum.size() * sizeof(float), cudaMemcpyHostToDevice, stream_));
+  synchronize("assign_from_double");  // the staging buffer is reused by the next call
+}
+
+void CudaBackend::adam_update(Tensor& x, const Tensor& g, Tensor& m, Tensor& v, const AdamState& state) {
+  require_same_size(x, g, "adam_update");
+  require_same_size(x, m, "adam_update");
+  require_same_size(x, v, "adam_update");
+  for (const Tensor* t : {static_cast<const Tensor*>(&x), &g, static_cast<const Tensor*>(&m), static_cast<const Tensor*>(&v)})
+    require_f32(*t, "adam_update");
+  // torch/optim's adam.lua, as on the CPU: bias corrections folded into the
+  // step size (computed here in double), epsilon added to sqrt(v).
+  const double t = double(state.step + 1);
+  const double correction1 = 1.0 - std::pow(double(state.beta1), t);
+  const double correction2 = 1.0 - std::pow(double(state.beta2), t);
+  const float step = float(state.learning_rate * std::sqrt(correction2) / correction1);
+  const std::size_t n = x.elements();
+  if (n == 0) return;
+  adam_kernel<<<blocks_for(n, kThreadsPerBlock, 8 * multiprocessors_), kThreadsPerBlock, 0, stream_>>>(
+      x.data(), g.data(), m.data(), v.data(), n, step, state.beta1, state.beta2, state.epsilon);
+  TESSERA_CUDA_CHECK_LAUNCH("adam_update");
+}
+
+}  // namespace tessera::cuda

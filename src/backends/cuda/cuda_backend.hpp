@@ -1,0 +1,129 @@
+// The CUDA backend: cuDNN for convolution and pooling (NHWC), cuBLAS for the
+// Gram products, kernels of our own for the element-wise work, the losses'
+// reductions, total variation and Adam. Every op runs on one stream of one
+// GPU; ops that return a value (reductions) or touch host memory wait for
+// it, all others only enqueue.
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <cudnn.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backends/cuda/cuda_checks.hpp"
+#include "tessera/backend.hpp"
+
+namespace tessera::cuda {
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(int device);
+  ~CudaBackend() override;
+  CudaBackend(const CudaBackend&) = delete;
+  CudaBackend& operator=(const CudaBackend&) = delete;
+
+  std::string name() const override { return "cuda"; }
+  void set_precision(Precision precision) override;
+  Precision precision() const override { return precision_; }
+  std::vector<std::string> describe() const override;
+  void set_threads(int) override {}  // the GPU's parallelism is not set in threads
+
+  Tensor allocate(Shape shape, Layout layout) override;
+  void upload(std::span<const float> host, Tensor& tensor) override;
+  void download(const Tensor& tensor, std::span<float> host) override;
+  std::size_t peak_device_bytes() const override { return peak_bytes_.load(); }
+
+  std::unique_ptr<ConvolutionLayer> plan_convolution(const LayerSpec& spec, const ConvWeights& weights,
+                                                     Shape input, Layout input_layout) override;
+  std::unique_ptr<PoolingLayer> plan_pooling(const LayerSpec& spec, Pooling pooling, Shape input) override;
+  std::unique_ptr<GramOperator> plan_gram(Shape features) override;
+  void convert(const Tensor& source, Tensor& destination) override;
+
+  double squared_distance(const Tensor& a, const Tensor& b, const Window& window, float grad_scale,
+                          Tensor* grad_a) override;
+  double total_variation(const Tensor& image, float weight, Tensor& grad, const Window& counted) override;
+  using Backend::total_variation;
+  void copy_window(const Tensor& source, const Window& window, Tensor& destination, int x, int y) override;
+
+  double dot(const Tensor& a, const Tensor& b) override;
+  double sum_abs(const Tensor& a) override;
+  double max_abs(const Tensor& a) override;
+  void fill(Tensor& a, float value) override;
+  void copy(const Tensor& source, Tensor& destination) override;
+  void scale(Tensor& a, float factor) override;
+  void axpy(float alpha, const Tensor& x, Tensor& y) override;
+  void subtract(const Tensor& a, const Tensor& b, Tensor& d) override;
+  void accumulate_double(const Tensor& values, std::span<double> sum) override;
+  void assign_from_double(std::span<const double> sum, Tensor& values) override;
+  void adam_update(Tensor& x, const Tensor& g, Tensor& m, Tensor& v, const AdamState& state) override;
+
+  // --- for the layers (cuda_layers.cu)
+  int device() const { return device_; }
+  cudaStream_t stream() const { return stream_; }
+  cudnnHandle_t cudnn() const { return cudnn_; }
+  cublasHandle_t cublas() const { return cublas_; }
+  DataType feature_type() const { return precision_ == Precision::bf16 ? DataType::bf16 : DataType::f32; }
+  // Device memory counted in the peak and freed with the last owner.
+  std::shared_ptr<void> allocate_bytes(std::size_t bytes);
+  // One cuDNN workspace for every layer (they run one after another on one
+  // stream): planning grows it to the largest need, running never does.
+  void reserve_workspace(std::size_t bytes);
+  void* workspace() const { return workspace_.get(); }
+  std::size_t workspace_bytes() const { return workspace_bytes_; }
+  // A convolution's weights as the layers want them (KRSC, the feature
+  // type), shared by every layer planned from the same values: the style
+  // targets' network and the render's hold the backbone once.
+  std::shared_ptr<void> device_weights(const ConvWeights& weights, DataType type);
+  // The multiprocessor count, to size grid-stride launches.
+  int multiprocessors() const { return multiprocessors_; }
+
+ private:
+  // Reductions end in one double per launch: blocks write partial sums in
+  // a fixed order and one block adds them, so a value never depends on
+  // scheduling (tiled renders rely on bit-identical sums).
+  double finish_sum(int blocks);
+  float finish_max(int blocks);
+  int reduction_blocks(std::size_t elements) const;
+  void synchronize(const char* what);
+  void release();
+  float* host_floats(std::size_t count);  // pinned staging, grown once to the largest Gram
+
+  int device_ = 0;
+  int multiprocessors_ = 0;
+  int compute_major_ = 0;
+  std::string device_name_;
+  cudaStream_t stream_ = nullptr;
+  cudnnHandle_t cudnn_ = nullptr;
+  cublasHandle_t cublas_ = nullptr;
+  Precision precision_ = Precision::f32;
+  std::atomic<std::size_t> current_bytes_{0};
+  std::atomic<std::size_t> peak_bytes_{0};
+
+  std::shared_ptr<void> workspace_;
+  std::size_t workspace_bytes_ = 0;
+  std::shared_ptr<void> partials_;  // double[kMaxReductionBlocks + 1]
+  double* result_host_ = nullptr;   // pinned
+  float* staging_host_ = nullptr;   // pinned
+  std::size_t staging_capacity_ = 0;
+  std::shared_ptr<void> scratch_;   // device planar f32 for uploads/downloads of other layouts
+  std::size_t scratch_capacity_ = 0;
+
+  struct CachedWeights {
+    std::uint64_t fingerprint;
+    std::size_t count;
+    DataType type;
+    std::weak_ptr<void> memory;
+  };
+  std::vector<CachedWeights> weight_cache_;
+};
+
+// Grid-stride launches never need more blocks than fill the GPU a few times.
+constexpr int kThreadsPerBlock = 256;
+constexpr int kMaxReductionBlocks = 1024;
+
+}  // namespace tessera::cuda
