@@ -14,9 +14,15 @@ packages=(
   libopenimageio-dev openimageio-tools     # images
   libprotobuf-dev protobuf-compiler        # .caffemodel import
   libzip-dev                               # .pth (zip) import
+  zlib1g-dev                               # checkpoints' CRC-32
   nlohmann-json3-dev libtomlplusplus-dev libcli11-dev libspdlog-dev libfmt-dev
   libgtest-dev libbenchmark-dev
+  python3-matplotlib                       # tools/scaling-study's plots
 )
+# A one-node Slurm for tests/slurm (see slurm/ for the job scripts). Without
+# recommends: the daemons and clients only, no mail or database servers.
+# Trap: Open MPI's libpmix2 depends on libmunge2; never purge libmunge2.
+slurm_packages=(slurmctld slurmd slurm-client munge)
 
 if [[ -z "${TESSERA_SKIP_APT:-}" ]]; then
   sudo=""
@@ -24,6 +30,7 @@ if [[ -z "${TESSERA_SKIP_APT:-}" ]]; then
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq "${packages[@]}"
+  $sudo apt-get install -y -qq --no-install-recommends "${slurm_packages[@]}"
 fi
 
 jobs=$(nproc)
