@@ -51,7 +51,8 @@ struct LbfgsSettings {
 // Limited-memory BFGS without line search, step for step as torch's
 // optim.lbfgs (and PyTorch's LBFGS) with neural-style's settings: the first
 // step is scaled by min(1, 1/|g|_1), later steps are the learning rate; a
-// pair (s, y) enters the history only when y.s > 1e-10.
+// pair (s, y) enters the history only when y.s > 1e-10 |y| |s| (torch:
+// y.s > 1e-10, which refuses every pair on large images; see lbfgs.cpp).
 class Lbfgs final : public Optimizer {
  public:
   Lbfgs(Backend& backend, Communicator& communicator, Shape shape, LbfgsSettings settings);

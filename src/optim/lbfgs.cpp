@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <span>
 
 #include "tessera/error.hpp"
 #include "tessera/optimizer.hpp"
@@ -42,8 +43,16 @@ bool Lbfgs::update(Tensor& x, const Tensor& gradient, double /*loss*/) {
     backend_.subtract(gradient, previous_gradient_, y);
     backend_.copy(direction_, s);
     backend_.scale(s, step_);
-    double ys = dot(y, s);
-    if (ys > 1e-10) {
+    double products[3] = {backend_.dot(y, s), backend_.dot(y, y), backend_.dot(s, s)};
+    communicator_.sum(std::span<double>(products, 3));  // one reduction for the three
+    const double ys = products[0], yy = products[1], ss = products[2];
+    // torch accepts a pair when y.s > 1e-10, an absolute bound. The
+    // objective is normalised by the image's size, so y.s of a step shrinks
+    // as the square of the pixel count: on large images (and at the start of
+    // each finer scale) every pair was refused, and L-BFGS crawled along the
+    // raw gradient. The same bound relative to |y||s| keeps torch's choices
+    // wherever y.s is not tiny and works at any size.
+    if (ys > 1e-10 * std::sqrt(yy * ss)) {
       if (int(directions_.size()) == settings_.history) {
         spare_.push_back(std::move(directions_.front()));
         spare_.push_back(std::move(steps_.front()));
@@ -54,7 +63,7 @@ bool Lbfgs::update(Tensor& x, const Tensor& gradient, double /*loss*/) {
       directions_.push_back(std::move(y));
       steps_.push_back(std::move(s));
       rho_.push_back(1.0 / ys);
-      hessian_diagonal_ = ys / dot(directions_.back(), directions_.back());
+      hessian_diagonal_ = ys / yy;
     } else {
       spare_.push_back(std::move(y));
       spare_.push_back(std::move(s));
