@@ -545,6 +545,7 @@ int run_render(CLI::App& command, RenderOptions& o) {
   std::string stopped_early;
   for (int s = first_scale; s < scale_count; ++s) {
     const Scale& scale = scales[s];
+    const auto scale_started = std::chrono::steady_clock::now();
     const bool resuming_here = point.resumed && s == point.scale;
     RenderSettings scale_settings = settings;
     scale_settings.iterations = scale.iterations;
@@ -719,8 +720,10 @@ int run_render(CLI::App& command, RenderOptions& o) {
     };
 
     Progress progress(stderr, o.print_every, o.quiet || !root);
+    double loop_seconds = 0.0;
     int scale_done = renderer.run([&](const IterationReport& r) {
       progress.update(r);
+      loop_seconds = r.seconds;
       auto io_start = std::chrono::steady_clock::now();
       if (o.save_every > 0 && r.iteration % o.save_every == 0 && r.iteration < r.iterations) {
         progress.finish();
@@ -768,6 +771,11 @@ int run_render(CLI::App& command, RenderOptions& o) {
     });
     progress.finish();
     done = scale_done;
+    if (scale_count > 1) {
+      double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - scale_started).count();
+      spdlog::info("scale {} of {}: {} iterations in {} ({} of it before the first iteration: targets, set-up)",
+                   s + 1, scale_count, done, format_duration(seconds), format_duration(seconds - loop_seconds));
+    }
 
     if (g_stop_signal.load() != 0 || renderer.stop_reason() == "interrupted") {
       interrupted = true;
