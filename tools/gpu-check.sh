@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The GPU path in one call: the CUDA backend's tests, compute-sanitizer's
-# memcheck on a small render, and the benchmarks of issue 7 (tessera against
+# memcheck on a small render, and the GPU benchmarks (tessera against
 # PyTorch eager on the same GPU), with every result under $OUT (or
 # ./build-gpu-results, which git ignores, when $OUT is unset).
 #
-# Two steps, because the lent GPU machine has nvcc, cuDNN, cuBLAS and NCCL
+# Two steps, for a GPU machine that has nvcc, cuDNN, cuBLAS and NCCL
 # only inside its PyTorch and none of Debian's -dev packages (oneDNN,
 # OpenImageIO, HDF5, MPI, GoogleTest), and no package registry:
 #
@@ -13,17 +13,16 @@
 #                                    # the test binary, tessera-cuda-bench, the shared
 #                                    # libraries they need that the GPU machine lacks
 #                                    # (oneDNN, libgomp) and torch_gatys.py (< 64 MiB)
-#   tools/gpu-check.sh [PHASES...]   # on the GPU machine, with build-gpu-bundle carried:
-#                                    #   device tool: run(command="tools/gpu-check.sh",
-#                                    #                    carry=["build-gpu-bundle"])
+#   tools/gpu-check.sh [PHASES...]   # on the GPU machine, in a copy of the working tree
+#                                    # that includes build-gpu-bundle
 #
 # PHASES (default: info test sanitize bench): info, test, sanitize, bench
 # (VGG-19 at 512, 1024, 2048, 4096 px, f32 and each side's fastest form),
 # bench-8k (one 7680x4320 VGG-19 measurement, Adam, bf16), study (the 2016
 # study's table: VGG-19 and NIN at 64..1024 px), table (re-print the table
-# from $OUT/bench.jsonl). One device call runs for at most 10 minutes: the
+# from $OUT/bench.jsonl). One remote job may run for at most 10 minutes: the
 # default phases are sized for one call; bench-8k and study need a second:
-#   run(command="tools/gpu-check.sh info bench-8k study", carry=["build-gpu-bundle"])
+#   tools/gpu-check.sh info bench-8k study
 # Environment: GPU_CHECK_ITERATIONS (timed iterations per benchmark,
 # default 10; 5 at 2048 px and above),
 # GPU_CHECK_SIZES (default "512 1024 2048 4096"), GPU_CHECK_BACKEND (cuda;
@@ -42,7 +41,7 @@ out="${OUT:-$here/build-gpu-results}"
 
 say() { printf '\n=== %s\n' "$*"; }
 
-# The device tool stops a command at 10 minutes: every step gets at most
+# A remote GPU job may be stopped at 10 minutes: every step gets at most
 # what is left of GPU_CHECK_BUDGET_S (default 570 s from the start), and a
 # step that would get under 20 s is skipped, saying so, so that the summary
 # and the table always come back.
@@ -92,7 +91,7 @@ pack() {
   local bytes
   bytes=$(du -sb "$bundle" | cut -f1)
   if [ "$bytes" -gt $((60 * 1024 * 1024)) ]; then
-    echo "error: the bundle is $((bytes / 1024 / 1024)) MiB; the device tool carries 64 MiB with the working tree" >&2
+    echo "error: the bundle is $((bytes / 1024 / 1024)) MiB; keep it under 64 MiB so that it travels with the working tree" >&2
     exit 1
   fi
   echo "ready: carry build-gpu-bundle and run tools/gpu-check.sh on the GPU machine"
@@ -158,7 +157,7 @@ phase_info() {
     ldd "$bundle/test_cuda_backend" "$bundle/test_nccl_communicator" "$bundle/tessera-cuda-bench"
     python3 -c 'import torch; print("torch", torch.__version__, "cuDNN", torch.backends.cudnn.version(), torch.cuda.get_device_name())' 2>&1
   } 2>&1 | tee "$out/info.txt"
-  # The ceiling the issue measures against: a large bf16 matrix product
+  # The ceiling to measure against: a large bf16 matrix product
   # through PyTorch's cuBLAS on this GPU (random data, median of 10).
   [ "$backend" = cuda ] && limited 60 python3 - <<'EOF' 2>&1 | tee "$out/matmul_tflops.txt"
 import torch

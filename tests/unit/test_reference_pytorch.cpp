@@ -17,7 +17,7 @@ namespace {
 using testing::GoldenCase;
 using testing::max_relative_difference;
 
-// The bar is 1e-4 relative. PyTorch's own float32 run lands within
+// The bar is 1e-4 relative. PyTorch's own float32 run lands within
 // 2.2e-6 of the float64 goldens; our float32 sums differ in order from
 // PyTorch's, so a little more room, but far below 1e-4.
 constexpr double kTolerance = 1e-4;
