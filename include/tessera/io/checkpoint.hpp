@@ -17,7 +17,7 @@
 //                            optimiser's vectors (Adam's moments, or L-BFGS's
 //                            direction, previous gradient and history pairs);
 //                            chunked with Fletcher-32, and an attribute
-//     sha256         string  SHA-256 of the values (little-endian float32)
+//     crc32          string  CRC-32 of the values (little-endian float32), hex
 //
 // A checkpoint is written to a hidden temporary file in the output's folder,
 // flushed to disk and renamed into place, so that a crash while writing

@@ -7,7 +7,10 @@
 #include <chrono>
 #include <cmath>
 #include <ctime>
+#include <cstdio>
 #include <set>
+
+#include <zlib.h>
 
 #include <unistd.h>
 
@@ -25,10 +28,15 @@ using json = nlohmann::json;
 
 constexpr const char* checkpoint_kind = "tessera checkpoint";
 
-std::string sha256_of(std::span<const float> values) {
-  Sha256 hash;
-  hash.update(values.data(), values.size_bytes());
-  return hash.hex_digest();
+// The vectors' own check, beside HDF5's Fletcher-32 per chunk: CRC-32 runs
+// at gigabytes a second (SHA-256 here managed 115 MB/s, half the time of an
+// 8K checkpoint).
+std::string crc32_of(std::span<const float> values) {
+  const auto* bytes = reinterpret_cast<const Bytef*>(values.data());
+  uLong crc = crc32_z(0L, bytes, values.size_bytes());
+  char text[16];
+  std::snprintf(text, sizeof text, "%08lx", crc & 0xffffffffUL);
+  return text;
 }
 
 std::string sha256_of(const std::string& text) {
@@ -170,7 +178,7 @@ void CheckpointWriter::write(const std::string& name, std::span<const float> who
   hsize_t rows = std::clamp<hsize_t>((hsize_t(1) << 20) / width, 1, height);
   write_float_dataset(w.file, w.vectors, name.c_str(), {3, height, width}, whole.data(), {1, rows, width});
   H5Handle dataset = TESSERA_H5_OWN(w.file, H5Dopen2(w.vectors, name.c_str(), H5P_DEFAULT), H5Dclose);
-  write_string_attribute(w.file, dataset, "sha256", sha256_of(whole));
+  write_string_attribute(w.file, dataset, "crc32", crc32_of(whole));
   w.pending.erase(w.pending.begin());
 }
 
@@ -233,7 +241,7 @@ std::vector<float> CheckpointReader::read(const std::string& name) {
   if (dims != std::vector<hsize_t>{3, hsize_t(r.header.height), hsize_t(r.header.width)})
     file.invalid(what, " is not 3x", r.header.height, "x", r.header.width);
   H5Handle dataset = TESSERA_H5_OWN(file, H5Dopen2(r.vectors, name.c_str(), H5P_DEFAULT), H5Dclose);
-  if (read_string_attribute(file, dataset, "sha256") != sha256_of(values))
+  if (read_string_attribute(file, dataset, "crc32") != crc32_of(values))
     file.invalid(what, " does not match its checksum (the file is damaged)");
   return values;
 }
