@@ -284,6 +284,7 @@ std::unique_ptr<io::CheckpointReader> open_checkpoint(const std::filesystem::pat
 
 ResumePoint find_resume_point(const RenderOptions& o, const std::map<std::string, std::string>& settings,
                               std::vector<std::string>& notes) {
+  const auto started = std::chrono::steady_clock::now();
   ResumePoint point;
   if (o.resume.empty()) {
     if (auto stale = io::list_checkpoints(o.output); !stale.empty())
@@ -334,9 +335,11 @@ ResumePoint find_resume_point(const RenderOptions& o, const std::map<std::string
   point.resumed = true;
   point.scale = header.scale;
   point.state = header.state;
-  notes.push_back(fmt::format("resuming from {}: scale {} of {}, {} iterations done (written {} by {} rank(s), {} tiles)",
+  notes.push_back(fmt::format("resuming from {}: scale {} of {}, {} iterations done (written {} by {} rank(s), {} tiles; "
+                              "checked in {:.1f} s)",
                               point.reader->path().string(), header.scale + 1, header.scale_count,
-                              header.state.iterations_done, header.written_at, header.ranks, header.tiles));
+                              header.state.iterations_done, header.written_at, header.ranks, header.tiles,
+                              std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count()));
   return point;
 }
 
