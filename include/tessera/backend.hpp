@@ -80,6 +80,11 @@ struct AdamState {
   float beta2 = 0.999f;
   float epsilon = 1e-8f;
   std::int64_t step = 0;  // completed steps
+
+  // torch/optim's adam.lua, which neural-style uses: the bias corrections of
+  // the next step folded into its size (in double); every backend's update
+  // is then x -= step_size() * m / (sqrt(v) + epsilon).
+  float step_size() const;
 };
 
 // Storage of activations: f32 (the reference), or bf16 (half the memory

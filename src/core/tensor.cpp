@@ -1,5 +1,8 @@
 #include "tessera/tensor.hpp"
 
+#include <cmath>
+
+#include "tessera/backend.hpp"
 #include "tessera/error.hpp"
 
 namespace tessera {
@@ -20,14 +23,19 @@ Tensor Tensor::slice(std::size_t offset, Shape shape) const {
 
 }  // namespace tessera
 
-#include "tessera/backend.hpp"
-
 namespace tessera {
 
 Precision parse_precision(const std::string& text) {
   if (text == "f32") return Precision::f32;
   if (text == "bf16") return Precision::bf16;
   fail("unknown precision '", text, "' (f32 or bf16)");
+}
+
+float AdamState::step_size() const {
+  const double t = double(step + 1);
+  const double correction1 = 1.0 - std::pow(double(beta1), t);
+  const double correction2 = 1.0 - std::pow(double(beta2), t);
+  return float(learning_rate * std::sqrt(correction2) / correction1);
 }
 
 const char* precision_name(Precision precision) { return precision == Precision::bf16 ? "bf16" : "f32"; }

@@ -429,12 +429,7 @@ void CpuBackend::adam_update(Tensor& x, const Tensor& g, Tensor& m, Tensor& v, c
   require_same_size(x, v, "adam_update");
   for (const Tensor* t : {static_cast<const Tensor*>(&x), &g, static_cast<const Tensor*>(&m), static_cast<const Tensor*>(&v)})
     require_f32(*t, "adam_update");
-  // torch/optim's adam.lua, which neural-style uses: bias corrections folded
-  // into the step size, epsilon added to sqrt(v) before the correction.
-  const double t = double(state.step + 1);
-  const double correction1 = 1.0 - std::pow(double(state.beta1), t);
-  const double correction2 = 1.0 - std::pow(double(state.beta2), t);
-  const float step = float(state.learning_rate * std::sqrt(correction2) / correction1);
+  const float step = state.step_size();  // adam.lua's, bias corrections folded in
   const float b1 = state.beta1, b2 = state.beta2, eps = state.epsilon;
   float* px = x.data();
   const float* pg = g.data();

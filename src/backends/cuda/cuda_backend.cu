@@ -688,12 +688,7 @@ void CudaBackend::adam_update(Tensor& x, const Tensor& g, Tensor& m, Tensor& v, 
   require_same_size(x, v, "adam_update");
   for (const Tensor* t : {static_cast<const Tensor*>(&x), &g, static_cast<const Tensor*>(&m), static_cast<const Tensor*>(&v)})
     require_f32(*t, "adam_update");
-  // torch/optim's adam.lua, as on the CPU: bias corrections folded into the
-  // step size (computed here in double), epsilon added to sqrt(v).
-  const double t = double(state.step + 1);
-  const double correction1 = 1.0 - std::pow(double(state.beta1), t);
-  const double correction2 = 1.0 - std::pow(double(state.beta2), t);
-  const float step = float(state.learning_rate * std::sqrt(correction2) / correction1);
+  const float step = state.step_size();  // adam.lua's, bias corrections folded in
   const std::size_t n = x.elements();
   if (n == 0) return;
   adam_kernel<<<blocks_for(n, kThreadsPerBlock, 8 * multiprocessors_), kThreadsPerBlock, 0, stream_>>>(
