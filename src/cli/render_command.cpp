@@ -246,28 +246,6 @@ struct ResumePoint {
   bool resumed = false;
 };
 
-std::string describe_state(const ResumePoint& point) {
-  nlohmann::json scalars = nlohmann::json::object();
-  for (const auto& [name, value] : point.state.optimizer_state.scalars) scalars[name] = value;
-  return nlohmann::json{{"resumed", point.resumed},
-                        {"scale", point.scale},
-                        {"iterations_done", point.state.iterations_done},
-                        {"optimizer", point.state.optimizer},
-                        {"scalars", scalars},
-                        {"vectors", point.state.optimizer_state.vectors}}
-      .dump();
-}
-
-void adopt_state(ResumePoint& point, const std::string& text) {
-  auto in = nlohmann::json::parse(text);
-  point.resumed = in.at("resumed").get<bool>();
-  point.scale = in.at("scale").get<int>();
-  point.state.iterations_done = in.at("iterations_done").get<int>();
-  point.state.optimizer = in.at("optimizer").get<std::string>();
-  point.state.optimizer_state.scalars = in.at("scalars").get<std::map<std::string, double>>();
-  point.state.optimizer_state.vectors = in.at("vectors").get<std::vector<std::string>>();
-}
-
 // Opens and checks a checkpoint for this render (rank 0): the whole file is
 // read and checksummed, and its settings must be this render's.
 std::unique_ptr<io::CheckpointReader> open_checkpoint(const std::filesystem::path& path,
@@ -508,9 +486,16 @@ int run_render(CLI::App& command, RenderOptions& o) {
     point = find_resume_point(o, identity, notes);
   }
   {
-    std::string text = root ? describe_state(point) : std::string();
+    // The other ranks need the scale and the optimiser's scalars; the
+    // vectors come through Renderer::restore.
+    std::string text = root && point.resumed ? std::to_string(point.scale) + "\n" + io::render_state_text(point.state)
+                                             : std::string();
     communicator.broadcast(text);
-    if (!root) adopt_state(point, text);
+    if (!root && !text.empty()) {
+      point.resumed = true;
+      point.scale = std::stoi(text.substr(0, text.find('\n')));
+      point.state = io::parse_render_state(text.substr(text.find('\n') + 1));
+    }
   }
 
   auto backend = make_backend(o.backend);

@@ -7,10 +7,11 @@
 //     format         string  "tessera-checkpoint"
 //     format_version int32   1
 //     header         string  JSON: settings (what must match to continue),
-//                            scale, scale_count, width, height,
-//                            iterations_done, optimizer, scalars (the
-//                            optimiser's, exact as JSON doubles), vectors
-//                            (names, in order), ranks, tiles, written_at
+//                            scale, scale_count, width, height, state
+//                            (render_state_text: iterations_done,
+//                            optimizer, its scalars exact as JSON doubles,
+//                            vector names in order), ranks, tiles,
+//                            written_at
 //     header_sha256  string  SHA-256 of `header`
 //   /vectors/<name>          float32 [3][height][width], planar, the
 //                            backbone's input domain: "image" first, then the
@@ -55,6 +56,13 @@ struct CheckpointHeader {
   std::string tiles;
   std::string written_at;  // UTC, ISO 8601
 };
+
+// A render's state (iterations done, the optimiser's name, scalars and vector
+// names) as JSON text, with every double exact, and back: a checkpoint's
+// header holds it, and rank 0 sends it to the other ranks on resume. Throws
+// tessera::Error on a non-finite scalar or malformed text.
+std::string render_state_text(const RenderState& state);
+RenderState parse_render_state(const std::string& text);
 
 // One "name: saved X, now Y" line per setting that differs (or is missing
 // on one side); empty when a render may continue from the checkpoint.

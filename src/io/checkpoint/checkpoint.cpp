@@ -54,21 +54,34 @@ std::string utc_now() {
   return text;
 }
 
-std::string header_json(const CheckpointHeader& header) {
+json state_json(const RenderState& state) {
   json scalars = json::object();
-  for (const auto& [name, value] : header.state.optimizer_state.scalars) {
-    if (!std::isfinite(value)) fail("cannot checkpoint: optimiser value '", name, "' is ", value);
+  for (const auto& [name, value] : state.optimizer_state.scalars) {
+    if (!std::isfinite(value)) fail("cannot save the render's state: optimiser value '", name, "' is ", value);
     scalars[name] = value;
   }
+  return {{"iterations_done", state.iterations_done},
+          {"optimizer", state.optimizer},
+          {"scalars", scalars},
+          {"vectors", state.optimizer_state.vectors}};
+}
+
+RenderState state_from_json(const json& in) {
+  RenderState state;
+  state.iterations_done = in.at("iterations_done").get<int>();
+  state.optimizer = in.at("optimizer").get<std::string>();
+  state.optimizer_state.scalars = in.at("scalars").get<std::map<std::string, double>>();
+  state.optimizer_state.vectors = in.at("vectors").get<std::vector<std::string>>();
+  return state;
+}
+
+std::string header_json(const CheckpointHeader& header) {
   json out = {{"settings", header.settings},
               {"scale", header.scale},
               {"scale_count", header.scale_count},
               {"width", header.width},
               {"height", header.height},
-              {"iterations_done", header.state.iterations_done},
-              {"optimizer", header.state.optimizer},
-              {"scalars", scalars},
-              {"vectors", header.state.optimizer_state.vectors},
+              {"state", state_json(header.state)},
               {"ranks", header.ranks},
               {"tiles", header.tiles},
               {"written_at", header.written_at}};
@@ -84,10 +97,7 @@ CheckpointHeader parse_header(const H5File& file, const std::string& text) {
     header.scale_count = in.at("scale_count").get<int>();
     header.width = in.at("width").get<int>();
     header.height = in.at("height").get<int>();
-    header.state.iterations_done = in.at("iterations_done").get<int>();
-    header.state.optimizer = in.at("optimizer").get<std::string>();
-    header.state.optimizer_state.scalars = in.at("scalars").get<std::map<std::string, double>>();
-    header.state.optimizer_state.vectors = in.at("vectors").get<std::vector<std::string>>();
+    header.state = state_from_json(in.at("state"));
     header.ranks = in.at("ranks").get<int>();
     header.tiles = in.at("tiles").get<std::string>();
     header.written_at = in.at("written_at").get<std::string>();
@@ -111,6 +121,16 @@ CheckpointHeader parse_header(const H5File& file, const std::string& text) {
 }
 
 }  // namespace
+
+std::string render_state_text(const RenderState& state) { return state_json(state).dump(); }
+
+RenderState parse_render_state(const std::string& text) {
+  try {
+    return state_from_json(json::parse(text));
+  } catch (const json::exception& e) {
+    fail("a render's state cannot be read (", e.what(), ")");
+  }
+}
 
 std::vector<std::string> settings_differences(const std::map<std::string, std::string>& saved,
                                               const std::map<std::string, std::string>& now) {
