@@ -18,6 +18,7 @@
 
 #include "cli/commands.hpp"
 #include "tessera/backend.hpp"
+#include "tessera/benchmark.hpp"
 #include "tessera/build_info.hpp"
 #include "tessera/error.hpp"
 #include "tessera/model.hpp"
@@ -57,59 +58,28 @@ std::size_t peak_rss_bytes() {
   return std::size_t(usage.ru_maxrss) * 1024;
 }
 
-Image random_image(int width, int height, std::mt19937_64& generator) {
-  std::uniform_real_distribution<float> uniform(0.0f, 1.0f);
-  Image image(width, height);
-  for (auto& v : image.pixels) v = uniform(generator);
-  return image;
-}
-
 // One configuration, in this process.
 nlohmann::json bench_one(const BenchOptions& o, const std::string& model, const std::string& size_text) {
   SizeRequest size = parse_size(size_text);
   int width = 0, height = 0;
   size.resolve(1, 1, width, height);  // a long side alone means a square
-  const Architecture& arch = architecture(model);
-  WeightSet weights = random_weights(arch, o.seed);
-
   auto backend = make_backend(o.backend);
   backend->set_threads(o.threads);
   backend->set_precision(parse_precision(o.precision));
   Communicator& communicator = process_communicator();
-  RenderSettings settings;
-  parse_tile_grid(o.tiles, settings.tile_rows, settings.tile_columns);
-  settings.model = model;
-  settings.objective.content_layers = {arch.default_content_layer};
-  settings.objective.style_layers = arch.default_style_layers;
-  settings.optimizer = o.optimizer;
-  settings.iterations = o.iterations + 1;  // the first one warms up
-  settings.seed = o.seed;
-  std::mt19937_64 generator(o.seed + 1);
-  RenderInputs inputs;
-  inputs.weights = &weights;
-  inputs.content = random_image(width, height, generator);
-  inputs.styles.push_back(random_image(width, height, generator));
-  Renderer renderer(*backend, communicator, settings, std::move(inputs));
-  weights = WeightSet{};  // the backend holds its own copy now
-
-  double warm_up_seconds = 0.0, total_seconds = 0.0, initial_loss = 0.0, final_loss = 0.0;
-  int done = 0;
-  renderer.run([&](const IterationReport& r) {
-    if (r.iteration == 1) {
-      warm_up_seconds = r.seconds;
-      initial_loss = r.losses.total();  // at the seeded initial image: comparable across precisions
-    }
-    final_loss = r.losses.total();
-    total_seconds = r.seconds;
-    done = r.iteration;
-    return true;
-  });
-  if (done < settings.iterations)
-    fail("the benchmark render stopped after ", done, " iterations: ", renderer.stop_reason());
-  double seconds = total_seconds - warm_up_seconds;
-  double flops = renderer.objective().flops_per_evaluation() * o.iterations;  // all ranks
+  BenchmarkCase c;
+  c.model = model;
+  c.width = width;
+  c.height = height;
+  c.optimizer = o.optimizer;
+  c.iterations = o.iterations;
+  c.seed = o.seed;
+  parse_tile_grid(o.tiles, c.tile_rows, c.tile_columns);
+  BenchmarkResult measured = measure_render(*backend, communicator, c);
+  const double seconds = measured.seconds, flops = measured.flops;
+  const double initial_loss = measured.initial_loss, final_loss = measured.final_loss;
   // The halo's extra work: pixels computed over pixels owned.
-  const TileGrid& grid = renderer.objective().grid();
+  const TileGrid& grid = measured.grid;
   double grown_area = 0.0;
   for (const auto& tile : grid.tiles) grown_area += double(tile.grown.area());
   double extra_work = grown_area / (double(grid.width) * grid.height) - 1.0;

@@ -11,13 +11,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
-#include <random>
 #include <string>
 
 #include "tessera/backend.hpp"
+#include "tessera/benchmark.hpp"
 #include "tessera/communicator.hpp"
 #include "tessera/error.hpp"
-#include "tessera/render.hpp"
 #include "tessera/size.hpp"
 #include "tessera/tiling.hpp"
 
@@ -56,55 +55,24 @@ Options parse(int argc, char** argv) {
   return o;
 }
 
-Image random_image(int width, int height, std::mt19937_64& generator) {
-  std::uniform_real_distribution<float> uniform(0.0f, 1.0f);
-  Image image(width, height);
-  for (auto& v : image.pixels) v = uniform(generator);
-  return image;
-}
-
 int run(const Options& o) {
-  int width = 0, height = 0;
-  parse_size(o.size).resolve(1, 1, width, height);
-  const Architecture& arch = architecture(o.model);
-  WeightSet weights = random_weights(arch, o.seed);
+  BenchmarkCase c;
+  parse_size(o.size).resolve(1, 1, c.width, c.height);
+  c.model = o.model;
+  c.optimizer = o.optimizer;
+  c.iterations = o.iterations;
+  c.seed = o.seed;
+  parse_tile_grid(o.tiles, c.tile_rows, c.tile_columns);
   auto backend = make_backend(o.backend);
   backend->set_precision(parse_precision(o.precision));
   SingleProcess communicator;
-  RenderSettings settings;
-  parse_tile_grid(o.tiles, settings.tile_rows, settings.tile_columns);
-  settings.model = o.model;
-  settings.objective.content_layers = {arch.default_content_layer};
-  settings.objective.style_layers = arch.default_style_layers;
-  settings.optimizer = o.optimizer;
-  settings.iterations = o.iterations + 1;  // the first one warms up
-  settings.seed = o.seed;
-  std::mt19937_64 generator(o.seed + 1);
-  RenderInputs inputs;
-  inputs.weights = &weights;
-  inputs.content = random_image(width, height, generator);
-  inputs.styles.push_back(random_image(width, height, generator));
-  Renderer renderer(*backend, communicator, settings, std::move(inputs));
-  weights = WeightSet{};
-
-  double warm_up_seconds = 0.0, total_seconds = 0.0, initial_loss = 0.0, final_loss = 0.0;
-  int done = 0;
-  renderer.run([&](const IterationReport& r) {
-    if (r.iteration == 1) {
-      warm_up_seconds = r.seconds;
-      initial_loss = r.losses.total();
-    }
-    final_loss = r.losses.total();
-    total_seconds = r.seconds;
-    done = r.iteration;
-    return true;
-  });
-  if (done < settings.iterations) fail("the benchmark render stopped after ", done, " iterations: ", renderer.stop_reason());
-  const double seconds = total_seconds - warm_up_seconds;
-  const double flops = renderer.objective().flops_per_evaluation() * o.iterations;
+  BenchmarkResult measured = measure_render(*backend, communicator, c);
+  const int width = c.width, height = c.height;
+  const double seconds = measured.seconds, flops = measured.flops;
+  const double initial_loss = measured.initial_loss, final_loss = measured.final_loss;
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
-  const auto& grid = renderer.objective().grid();
+  const auto& grid = measured.grid;
   std::printf(
       "{\"model\": \"%s\", \"size\": \"%dx%d\", \"backend\": \"%s\", \"precision\": \"%s\", \"optimizer\": \"%s\", "
       "\"iterations\": %d, \"tiles\": \"%dx%d\", \"initial_loss\": %.9g, \"final_loss\": %.9g, \"seconds\": %.6f, "
