@@ -19,10 +19,10 @@ Image seeded_rgb(int width, int height, std::uint64_t seed) {
   return image;
 }
 
-Image render_case(const RenderCase& c, Communicator& communicator, const std::string& optimizer, int rows,
-                  int columns, int halo_px, int iterations) {
+std::unique_ptr<Renderer> case_renderer(const RenderCase& c, Backend& backend, Communicator& communicator,
+                                        const std::string& optimizer, int rows, int columns, int halo_px,
+                                        int iterations, int lbfgs_history) {
   WeightSet weights = synthetic_weights(c.model, c.convs);
-  auto backend = make_backend("cpu");
   RenderSettings settings;
   settings.model = c.model;
   settings.objective.content_layers = c.content;
@@ -30,6 +30,7 @@ Image render_case(const RenderCase& c, Communicator& communicator, const std::st
   settings.objective.style_weight = c.style_weight;
   settings.optimizer = optimizer;
   settings.learning_rate = 0.02f;
+  settings.lbfgs_history = lbfgs_history;
   settings.iterations = iterations;
   settings.init = InitKind::content;
   settings.tile_rows = rows;
@@ -44,9 +45,15 @@ Image render_case(const RenderCase& c, Communicator& communicator, const std::st
     inputs.content.pixels.clear();
     inputs.styles.back().pixels.clear();
   }
-  Renderer renderer(*backend, communicator, settings, std::move(inputs));
-  EXPECT_EQ(renderer.run(nullptr), iterations) << renderer.stop_reason();
-  return renderer.image();
+  return std::make_unique<Renderer>(backend, communicator, settings, std::move(inputs));
+}
+
+Image render_case(const RenderCase& c, Communicator& communicator, const std::string& optimizer, int rows,
+                  int columns, int halo_px, int iterations) {
+  auto backend = make_backend("cpu");
+  auto renderer = case_renderer(c, *backend, communicator, optimizer, rows, columns, halo_px, iterations);
+  EXPECT_EQ(renderer->run(nullptr), iterations) << renderer->stop_reason();
+  return renderer->image();
 }
 
 double max_difference(const Image& a, const Image& b) {

@@ -2,9 +2,11 @@
 // tests: the same settings, so that their results compare.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "tessera/backend.hpp"
 #include "tessera/communicator.hpp"
 #include "tessera/image.hpp"
 #include "tessera/render.hpp"
@@ -30,6 +32,12 @@ extern const RenderCase kVggCase;
 extern const RenderCase kNinCase;
 
 Image seeded_rgb(int width, int height, std::uint64_t seed);
+
+// The renderer of a case on any backend: from the content image, on rows x
+// columns tiles; halo_px -1 is the exact halo. Only rank 0 is given pixels.
+std::unique_ptr<Renderer> case_renderer(const RenderCase& c, Backend& backend, Communicator& communicator,
+                                        const std::string& optimizer, int rows, int columns, int halo_px = -1,
+                                        int iterations = 6, int lbfgs_history = 100);
 
 // Six iterations (by default) from the content image, on rows x columns
 // tiles; halo_px -1 is the exact halo. Rank 0 gets the image.

@@ -7,7 +7,6 @@
 #include <fstream>
 #include <map>
 
-#include "support/golden.hpp"
 #include "support/render_cases.hpp"
 #include "support/test_support.hpp"
 #include "tessera/error.hpp"
@@ -27,28 +26,12 @@ struct Run {
   std::unique_ptr<Renderer> renderer;
 };
 
-// kVggCase from the content image on rows x columns tiles.
+// kVggCase from the content image on rows x columns tiles, with fewer
+// L-BFGS pairs than iterations: the history wraps before a save.
 std::unique_ptr<Run> start(const RenderCase& c, const std::string& optimizer, int rows, int columns,
                            int iterations) {
   auto run = std::make_unique<Run>();
-  WeightSet weights = testing::synthetic_weights(c.model, c.convs);
-  RenderSettings settings;
-  settings.model = c.model;
-  settings.objective.content_layers = c.content;
-  settings.objective.style_layers = c.style;
-  settings.objective.style_weight = c.style_weight;
-  settings.optimizer = optimizer;
-  settings.learning_rate = 0.02f;
-  settings.lbfgs_history = 4;  // fewer pairs than iterations: the history wraps before the save
-  settings.iterations = iterations;
-  settings.init = InitKind::content;
-  settings.tile_rows = rows;
-  settings.tile_columns = columns;
-  RenderInputs inputs;
-  inputs.weights = &weights;
-  inputs.content = testing::seeded_rgb(c.width, c.height, 71);
-  inputs.styles.push_back(testing::seeded_rgb(c.width - 9, c.height + 5, 72));
-  run->renderer = std::make_unique<Renderer>(*run->backend, run->alone, settings, std::move(inputs));
+  run->renderer = testing::case_renderer(c, *run->backend, run->alone, optimizer, rows, columns, -1, iterations, 4);
   return run;
 }
 

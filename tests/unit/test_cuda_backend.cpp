@@ -498,27 +498,10 @@ TEST(CudaObjective, Bf16AgreesWithCpuF32WithinTheBoundsOfCpuBf16) {
 // CPU): the same case, settings and seeds.
 Image render_on(Backend& backend, const testing::RenderCase& c, const std::string& optimizer, int rows, int columns,
                 int halo_px = -1) {
-  WeightSet weights = testing::synthetic_weights(c.model, c.convs);
   SingleProcess single;
-  RenderSettings settings;
-  settings.model = c.model;
-  settings.objective.content_layers = c.content;
-  settings.objective.style_layers = c.style;
-  settings.objective.style_weight = c.style_weight;
-  settings.optimizer = optimizer;
-  settings.learning_rate = 0.02f;
-  settings.iterations = 6;
-  settings.init = InitKind::content;
-  settings.tile_rows = rows;
-  settings.tile_columns = columns;
-  settings.halo_px = halo_px;
-  RenderInputs inputs;
-  inputs.weights = &weights;
-  inputs.content = testing::seeded_rgb(c.width, c.height, 71);
-  inputs.styles.push_back(testing::seeded_rgb(c.width - 9, c.height + 5, 72));
-  Renderer renderer(backend, single, settings, std::move(inputs));
-  EXPECT_EQ(renderer.run(nullptr), settings.iterations) << renderer.stop_reason();
-  return renderer.image();
+  auto renderer = testing::case_renderer(c, backend, single, optimizer, rows, columns, halo_px);
+  EXPECT_EQ(renderer->run(nullptr), 6) << renderer->stop_reason();
+  return renderer->image();
 }
 
 class CudaTiledEqualsWhole : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {};
