@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdlib>
 
 namespace tessera::testing {
@@ -57,6 +58,19 @@ std::vector<float> uniform_vector(std::uint64_t seed, std::size_t count, float l
   std::vector<float> values(count);
   for (std::size_t i = 0; i < count; ++i) values[i] = uniform_at(seed, i, lo, hi);
   return values;
+}
+
+GradientAgreement compare_gradients(const std::vector<float>& reference, const std::vector<float>& other) {
+  double dot = 0.0, norm_reference = 0.0, norm_other = 0.0;
+  for (std::size_t i = 0; i < reference.size() && i < other.size(); ++i) {
+    dot += double(reference[i]) * other[i];
+    norm_reference += double(reference[i]) * reference[i];
+    norm_other += double(other[i]) * other[i];
+  }
+  GradientAgreement agreement;
+  agreement.cosine = dot / std::sqrt(norm_reference * norm_other);
+  agreement.norm_relative = std::abs(std::sqrt(norm_other) - std::sqrt(norm_reference)) / std::sqrt(norm_reference);
+  return agreement;
 }
 
 }  // namespace tessera::testing

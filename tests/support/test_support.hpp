@@ -26,4 +26,12 @@ std::filesystem::path scratch_dir();
 float uniform_at(std::uint64_t seed, std::uint64_t index, float lo, float hi);
 std::vector<float> uniform_vector(std::uint64_t seed, std::size_t count, float lo, float hi);
 
+// How a gradient compares with a reference as a whole: the cosine of the
+// angle between them and the relative difference of their norms.
+struct GradientAgreement {
+  double cosine = 0.0;
+  double norm_relative = 0.0;
+};
+GradientAgreement compare_gradients(const std::vector<float>& reference, const std::vector<float>& other);
+
 }  // namespace tessera::testing

@@ -478,18 +478,13 @@ TEST(CudaObjective, Bf16AgreesWithCpuF32WithinTheBoundsOfCpuBf16) {
   Evaluation bf16 = evaluate(*gpu, weights, settings, c.shape, c.style_shape, seed);
   EXPECT_LT(relative(bf16.losses.content, f32.losses.content), 0.005);
   EXPECT_LT(relative(bf16.losses.style, f32.losses.style), 0.005);
-  double dot = 0, norm_f32 = 0, norm_bf16 = 0;
-  for (std::size_t i = 0; i < f32.gradient.size(); ++i) {
-    dot += double(f32.gradient[i]) * bf16.gradient[i];
-    norm_f32 += double(f32.gradient[i]) * f32.gradient[i];
-    norm_bf16 += double(bf16.gradient[i]) * bf16.gradient[i];
-  }
-  double cosine = dot / std::sqrt(norm_f32 * norm_bf16);
-  EXPECT_GT(cosine, 0.99);
-  EXPECT_LT(relative(std::sqrt(norm_bf16), std::sqrt(norm_f32)), 0.02);
+  ASSERT_EQ(bf16.gradient.size(), f32.gradient.size());
+  auto agreement = testing::compare_gradients(f32.gradient, bf16.gradient);
+  EXPECT_GT(agreement.cosine, 0.99);
+  EXPECT_LT(agreement.norm_relative, 0.02);
   std::printf("CUDA bf16 vs CPU f32: content %.3e, style %.3e relative; gradient cosine %.6f, norm %.3e relative\n",
               relative(bf16.losses.content, f32.losses.content), relative(bf16.losses.style, f32.losses.style),
-              cosine, relative(std::sqrt(norm_bf16), std::sqrt(norm_f32)));
+              agreement.cosine, agreement.norm_relative);
 }
 
 // ------------------------------------------------ tiles on one GPU
