@@ -129,20 +129,6 @@ stop_one_node_slurm() {
     fi
   done
   slurm_started_pids=()
-
-# The pid in FILE once the daemon that forked has written it (not at once).
-slurm_record_pid() {
-  local file=$1
-  for _ in $(seq 1 100); do
-    if [[ -s $file ]]; then
-      slurm_started_pids+=("$(cat "$file")")
-      return 0
-    fi
-    sleep 0.05
-  done
-  echo "no pid file $file after 5 s"
-  return 1
-}
 }
 
 # Prints each daemon's log (for a failed test).
