@@ -16,6 +16,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/atomic_file.hpp"
 #include "common/hdf5_file.hpp"
 #include "common/sha256.hpp"
 #include "tessera/error.hpp"

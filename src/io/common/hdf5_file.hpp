@@ -111,25 +111,4 @@ void read_float_attribute(const H5File& file, hid_t location, const char* name, 
 std::vector<hsize_t> read_float_dataset(const H5File& file, hid_t location, const char* name, int rank,
                                         const std::string& what, std::vector<float>* values);
 
-// --- files replaced atomically: a temporary file in the target's folder,
-// flushed to disk, then renamed over the target.
-
-// Removes the temporary file unless the write got as far as renaming it.
-class TemporaryFile {
- public:
-  explicit TemporaryFile(const std::filesystem::path& target);
-  ~TemporaryFile();
-  TemporaryFile(const TemporaryFile&) = delete;
-  TemporaryFile& operator=(const TemporaryFile&) = delete;
-  const std::filesystem::path& path() const { return path_; }
-  // fsync, then rename over the target; `what` names the file for messages.
-  void commit(const std::filesystem::path& target, const std::string& what);
-
- private:
-  std::filesystem::path path_;
-  bool committed_ = false;
-};
-
-void sync_to_disk(const std::filesystem::path& path);
-
 }  // namespace tessera::io::detail

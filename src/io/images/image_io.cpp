@@ -6,19 +6,18 @@
 #include <OpenImageIO/imagebuf.h>
 #include <OpenImageIO/imagebufalgo.h>
 #include <OpenImageIO/imageio.h>
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cctype>
-#include <cerrno>
 #include <cstdint>
 #include <cstring>
 #include <memory>
 #include <string_view>
 #include <system_error>
 
+#include "common/atomic_file.hpp"
 #include "tessera/build_info.hpp"
 #include "tessera/error.hpp"
 
@@ -252,17 +251,6 @@ void write_pixels(const fs::path& temporary, const Image& image, const FormatRul
   TESSERA_OIIO_CHECK(output->close(), *output, context);
 }
 
-// Flush the temporary file's data to disk before the rename, so that after a
-// power cut the target is the old file or the whole new one, never a renamed
-// but empty file.
-void flush_to_disk(const fs::path& file, const std::string& context) {
-  int descriptor = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
-  if (descriptor < 0) fail(context, ": cannot reopen the temporary file: ", std::strerror(errno));
-  int status = ::fsync(descriptor);
-  int saved_errno = errno;
-  ::close(descriptor);
-  if (status != 0) fail(context, ": fsync failed: ", std::strerror(saved_errno));
-}
 
 }  // namespace
 
@@ -384,7 +372,7 @@ void write_image(const fs::path& path, const Image& image, const WriteOptions& o
   const fs::path temporary = temporary_path_for(path);
   try {
     write_pixels(temporary, image, rules, bits, options, context);
-    flush_to_disk(temporary, context);
+    detail::sync_to_disk(temporary);  // before the rename: the target is then whole after a power cut
     fs::rename(temporary, path, error);
     if (error) fail(context, ": cannot move the finished file into place: ", error.message());
   } catch (...) {

@@ -7,6 +7,7 @@
 #include <map>
 #include <utility>
 
+#include "common/atomic_file.hpp"
 #include "common/hdf5_file.hpp"
 #include "tessera/error.hpp"
 #include "tessera/model.hpp"
