@@ -8,6 +8,7 @@
 #include <exception>
 
 #include "cli/commands.hpp"
+#include "cli/signals.hpp"
 #include "comm/mpi_communicator.hpp"
 #include "tessera/build_info.hpp"
 #include "tessera/error.hpp"
@@ -34,6 +35,15 @@ static int report_failure(const std::string& message) {
 }
 
 int main(int argc, char** argv) {
+  // Before anything starts a thread: each thread started later inherits the
+  // blocked signals (see cli/signals.hpp for why no computing thread may
+  // take one).
+  try {
+    tessera::cli::start_signal_thread();
+  } catch (const tessera::Error& e) {
+    std::fprintf(stderr, "tessera: error: %s\n", e.what());
+    return 1;
+  }
   // Messages go to stderr so that stdout stays clean for tables and JSON.
   auto logger = spdlog::stderr_color_mt("tessera");
   logger->set_pattern("tessera: %^%l%$: %v");

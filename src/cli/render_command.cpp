@@ -8,7 +8,6 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <csignal>
 #include <fstream>
@@ -17,6 +16,7 @@
 #include "cli/commands.hpp"
 #include "cli/config_file.hpp"
 #include "cli/progress.hpp"
+#include "cli/signals.hpp"
 #include "tessera/backend.hpp"
 #include "tessera/build_info.hpp"
 #include "tessera/error.hpp"
@@ -31,23 +31,6 @@
 
 namespace tessera::cli {
 namespace {
-
-std::atomic<int> g_stop_signal{0};
-std::atomic<int> g_checkpoint_signal{0};
-
-// SIGINT and SIGTERM: the first asks the loop to stop after the current
-// iteration, write a checkpoint and the image so far; a second one ends the
-// process at once.
-extern "C" void on_stop_signal(int signal) {
-  if (g_stop_signal.exchange(signal) != 0) {
-    std::signal(signal, SIG_DFL);
-    std::raise(signal);
-  }
-}
-
-// SIGUSR1 (Slurm's warning before a time limit or preemption, through
-// --signal): a checkpoint after the current iteration, then go on.
-extern "C" void on_checkpoint_signal(int) { g_checkpoint_signal.store(1); }
 
 struct RenderOptions {
   std::string content;
@@ -508,19 +491,9 @@ int run_render(CLI::App& command, RenderOptions& o) {
     if (!log) fail("cannot write the JSON log '", o.log_json, "'");
   }
 
-  g_stop_signal.store(0);
-  g_checkpoint_signal.store(0);
-  auto previous_int = std::signal(SIGINT, on_stop_signal);
-  auto previous_term = std::signal(SIGTERM, on_stop_signal);
-  auto previous_usr1 = std::signal(SIGUSR1, on_checkpoint_signal);
-  struct RestoreSignals {
-    decltype(previous_int) i, t, u;
-    ~RestoreSignals() {
-      std::signal(SIGINT, i);
-      std::signal(SIGTERM, t);
-      std::signal(SIGUSR1, u);
-    }
-  } restore_signals{previous_int, previous_term, previous_usr1};
+  // From here a SIGINT or SIGTERM stops the render after the iteration
+  // the ranks agree on, with a checkpoint and the image so far.
+  SignalListener signals;
 
   // Checkpoints this run has written or resumed from, oldest first: after a
   // new one is in place only it and the one before it are kept.
@@ -720,7 +693,7 @@ int run_render(CLI::App& command, RenderOptions& o) {
       double io_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - io_start).count();
       // Every rank takes the same decision, or the collectives would hang:
       // 2 stops (and checkpoints), 1 checkpoints and goes on.
-      double request = g_stop_signal.load() != 0 ? 2.0 : g_checkpoint_signal.exchange(0) != 0 ? 1.0 : 0.0;
+      double request = signals.stop_signal() != 0 ? 2.0 : signals.take_checkpoint_request() ? 1.0 : 0.0;
       if (communicator.size() > 1) request = communicator.max(request);
       const bool periodic =
           o.checkpoint_every > 0 && r.iteration % o.checkpoint_every == 0 && r.iteration < r.iterations;
@@ -765,10 +738,10 @@ int run_render(CLI::App& command, RenderOptions& o) {
                    s + 1, scale_count, done, format_duration(seconds), format_duration(seconds - loop_seconds));
     }
 
-    if (g_stop_signal.load() != 0 || renderer.stop_reason() == "interrupted") {
+    if (signals.stop_signal() != 0 || renderer.stop_reason() == "interrupted") {
       interrupted = true;
       write(o.output, done);
-      int signal = g_stop_signal.load();
+      int signal = signals.stop_signal();
       spdlog::warn("interrupted ({}) after {} of {} iterations{}; the image so far{} is in {}, and a checkpoint "
                    "next to it (--resume auto continues)",
                    signal == SIGINT ? "SIGINT" : signal == SIGTERM ? "SIGTERM" : "another rank", done,
