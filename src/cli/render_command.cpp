@@ -682,6 +682,11 @@ int run_render(CLI::App& command, RenderOptions& o) {
 
     Progress progress(stderr, o.print_every, o.quiet || !root);
     double loop_seconds = 0.0;
+    // Set only from a value every rank agreed on: what each rank does after
+    // the loop (write the image and end, or go on to the next scale) holds
+    // collectives that must match. The raw signal flag can change between
+    // the last agreement and the end of the loop on one rank alone.
+    bool stop_agreed = false;
     int scale_done = renderer.run([&](const IterationReport& r) {
       progress.update(r);
       loop_seconds = r.seconds;
@@ -728,7 +733,8 @@ int run_render(CLI::App& command, RenderOptions& o) {
         log << line.dump() << '\n';
         log.flush();
       }
-      return request < 2.0;
+      stop_agreed = request >= 2.0;
+      return !stop_agreed;
     });
     progress.finish();
     done = scale_done;
@@ -738,7 +744,7 @@ int run_render(CLI::App& command, RenderOptions& o) {
                    s + 1, scale_count, done, format_duration(seconds), format_duration(seconds - loop_seconds));
     }
 
-    if (signals.stop_signal() != 0 || renderer.stop_reason() == "interrupted") {
+    if (stop_agreed) {
       interrupted = true;
       write(o.output, done);
       int signal = signals.stop_signal();
