@@ -258,6 +258,7 @@ class CpuGram final : public GramOperator {
   void forward_contiguous(const Tensor& features, const Window& window, float scale, Tensor& gram) override {
     check(features, window);
     const int c = shape_.channels;
+    if (gram.elements() != std::size_t(c) * c) fail("internal: Gram output has the wrong size");
     const std::size_t element = bytes_per_element(type_);
     const std::size_t positions = window.area();
     if (block_capacity_ < positions) {
