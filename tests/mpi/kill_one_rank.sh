@@ -22,8 +22,9 @@ for _ in $(seq 1 300); do
   sleep 0.1
 done
 [[ -s log.jsonl ]] || { echo "the render never started"; cat mpirun.log; exit 1; }
-victim=$(pgrep -f "render --content content.png" | while read -r pid; do
-  [[ $pid != "$launcher" && "$(ps -o comm= -p "$pid")" == tessera ]] && echo "$pid"; done | tail -n 1)
+# Only this job's ranks: other tests may be rendering at the same time.
+ranks=$(pgrep -P "$launcher" -x tessera || true)
+victim=$(echo "$ranks" | tail -n 1)
 [[ -n $victim ]] || { echo "no rank process found"; exit 1; }
 start=$(date +%s)
 kill -9 "$victim"
@@ -43,7 +44,16 @@ wait "$launcher" || status=$?
 elapsed=$(( $(date +%s) - start ))
 echo "job ended ${elapsed} s after rank ${victim} was killed, exit status ${status}"
 [[ $status -ne 0 ]] || { echo "the job exited 0"; exit 1; }
-if pgrep -f "render --content content.png" > /dev/null; then
+# A rank that has ended may linger a moment as a zombie until it is reaped.
+running() { for pid in $ranks; do
+  state=$(ps -o stat= -p "$pid" 2> /dev/null || true)
+  if [[ -n $state && $state != Z* ]]; then echo "$pid"; fi
+done; }
+for _ in $(seq 1 50); do
+  [[ -z $(running) ]] && break
+  sleep 0.1
+done
+if [[ -n $(running) ]]; then
   echo "ranks left running"
   exit 1
 fi
