@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <exception>
 
+#include "cli/agreement.hpp"
 #include "cli/commands.hpp"
 #include "cli/signals.hpp"
 #include "comm/mpi_communicator.hpp"
@@ -80,6 +81,12 @@ int main(int argc, char** argv) {
     }
     for (auto& [subcommand, run] : commands)
       if (subcommand->parsed()) return run();
+  } catch (const tessera::cli::AgreedFailure& e) {
+    // Every rank knows; each exits on its own, and one says why.
+    auto& communicator = tessera::cli::process_communicator();
+    if (e.speak() && communicator.rank() == 0) spdlog::error("{}", e.what());
+    if (e.speak() && communicator.rank() != 0) spdlog::error("rank {}: {}", communicator.rank(), e.what());
+    return 1;
   } catch (const tessera::Error& e) {
     return report_failure(e.what());
   } catch (const std::bad_alloc&) {

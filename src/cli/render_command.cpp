@@ -13,8 +13,10 @@
 #include <fstream>
 #include <sstream>
 
+#include "cli/agreement.hpp"
 #include "cli/commands.hpp"
 #include "cli/config_file.hpp"
+#include "cli/memory_check.hpp"
 #include "cli/progress.hpp"
 #include "cli/signals.hpp"
 #include "tessera/backend.hpp"
@@ -70,6 +72,7 @@ struct RenderOptions {
   std::string log_json;
   int bits = 0;
   bool quiet = false;
+  bool dry_run = false;
 };
 
 std::vector<std::string> split_list(const std::vector<std::string>& items) {
@@ -108,6 +111,27 @@ std::string intermediate_name(const std::string& output, int scale, int scale_co
   return (path.parent_path() / (path.stem().string() + tag + path.extension().string())).string();
 }
 
+// The most memory one rank needs (estimate, bytes) for the tile grid in
+// `settings` at this size.
+double rank_memory_needed(const RenderOptions& o, const RenderSettings& settings, int width, int height, int ranks) {
+  const Architecture& a = architecture(settings.model);
+  std::vector<std::string> used = settings.objective.layers();
+  const int stride = total_stride_for(a, used);
+  const int halo = settings.halo_px < 0 ? halo_width_for(a, used) : (settings.halo_px + stride - 1) / stride * stride;
+  const int optimiser_vectors = o.optimizer == "adam" ? 2 : 2 * o.lbfgs_history + 2;
+  const int activation_bytes = o.precision == "bf16" ? 2 : 4;
+  TileGrid grid = TileGrid::make(width, height, settings.tile_rows, settings.tile_columns, stride, halo,
+                                 reduction_block_for(width, height, stride));
+  auto owners = place_tiles(int(grid.tiles.size()), ranks);
+  double needed = 0.0;
+  for (int r = 0; r < ranks; ++r)
+    needed = std::max(needed, estimate_rank_memory(a, settings.objective.content_layers,
+                                                   settings.objective.style_layers, grid, owners, r,
+                                                   activation_bytes, optimiser_vectors)
+                                  .total());
+  return needed;
+}
+
 // The tile grid for one scale: one tile per rank unless the user chose a
 // grid (kept at every scale where it fits); more per rank when a memory
 // budget asks for it.
@@ -115,7 +139,7 @@ void choose_tiles(const RenderOptions& o, RenderSettings& settings, int width, i
                   std::vector<std::string>& notes) {
   const Architecture& a = architecture(settings.model);
   std::vector<std::string> used = settings.objective.layers();
-  const int stride = total_stride_for(a, used), halo = halo_width_for(a, used);
+  const int stride = total_stride_for(a, used);
   const int block = reduction_block_for(width, height, stride);
   const int most_rows = std::max(1, height / block), most_columns = std::max(1, width / block);
   auto enough_for_ranks = [&](int rows, int columns) {
@@ -136,8 +160,6 @@ void choose_tiles(const RenderOptions& o, RenderSettings& settings, int width, i
     enough_for_ranks(settings.tile_rows, settings.tile_columns);
     return;
   }
-  const int optimiser_vectors = o.optimizer == "adam" ? 2 : 2 * o.lbfgs_history + 2;
-  const int activation_bytes = o.precision == "bf16" ? 2 : 4;
   const double budget = o.memory_per_rank.empty() ? 0.0 : parse_bytes(o.memory_per_rank);
   double needed = 0.0;
   for (int per_rank = 1; per_rank <= 4096; per_rank *= 2) {
@@ -155,14 +177,7 @@ void choose_tiles(const RenderOptions& o, RenderSettings& settings, int width, i
     settings.tile_rows = rows;
     settings.tile_columns = columns;
     if (budget == 0.0) return;
-    TileGrid grid = TileGrid::make(width, height, rows, columns, stride, halo, block);
-    auto owners = place_tiles(int(grid.tiles.size()), ranks);
-    needed = 0.0;
-    for (int r = 0; r < ranks; ++r)
-      needed = std::max(needed, estimate_rank_memory(a, settings.objective.content_layers,
-                                                     settings.objective.style_layers, grid, owners, r,
-                                                     activation_bytes, optimiser_vectors)
-                                    .total());
+    needed = rank_memory_needed(o, settings, width, height, ranks);
     if (needed <= budget) {
       notes.push_back(fmt::format("{}x{}: {}x{} tiles for --memory-per-rank {}: about {:.1f} GiB per rank (estimate)",
                                   width, height, rows, columns, o.memory_per_rank, needed / (1u << 30)));
@@ -172,6 +187,32 @@ void choose_tiles(const RenderOptions& o, RenderSettings& settings, int width, i
   fail("the render does not fit in --memory-per-rank ", o.memory_per_rank, " with as many tiles as the image holds (",
        settings.tile_rows, "x", settings.tile_columns, " need about ", fmt::format("{:.1f}", needed / (1u << 30)),
        " GiB per rank): give more memory, more ranks, --precision bf16, or --optimizer adam");
+}
+
+// Before the first scale: the tiles and memory of every scale (shown with
+// --dry-run), and one warning where the largest does not fit in the memory
+// this machine has free. A --memory-per-rank budget is the user's own word
+// on memory and is not second-guessed.
+void check_memory(const RenderOptions& o, const RenderSettings& settings, const std::vector<Scale>& scales, int ranks,
+                  bool show) {
+  double largest = 0.0;
+  for (std::size_t s = 0; s < scales.size(); ++s) {
+    RenderSettings scale_settings = settings;
+    std::vector<std::string> unused;
+    choose_tiles(o, scale_settings, scales[s].width, scales[s].height, ranks, unused);
+    const double needed = rank_memory_needed(o, scale_settings, scales[s].width, scales[s].height, ranks);
+    largest = std::max(largest, needed);
+    if (show)
+      spdlog::info("scale {} of {}: {}x{}, {} iterations, {}x{} tiles on {} rank(s), about {:.2f} GiB per rank "
+                   "(estimate)",
+                   s + 1, scales.size(), scales[s].width, scales[s].height, scales[s].iterations,
+                   scale_settings.tile_rows, scale_settings.tile_columns, ranks, needed / (1u << 30));
+  }
+  if (!o.memory_per_rank.empty()) return;
+  auto available = available_memory_bytes();
+  if (!available) return;
+  if (auto warning = memory_shortfall(largest, ranks_on_this_node(), *available); !warning.empty())
+    spdlog::warn("{}", warning);
 }
 
 // A halo below the rule's is an approximation: its error measured on a crop
@@ -304,17 +345,33 @@ ResumePoint find_resume_point(const RenderOptions& o, const std::map<std::string
   return point;
 }
 
-int run_render(CLI::App& command, RenderOptions& o) {
+// What a render is, worked out from the options and the weights file alone,
+// before any image is read: the same on every rank.
+struct RenderPlan {
+  std::vector<std::string> styles;
+  SizeRequest size;
+  std::filesystem::path weights_path;
+  WeightSet weights;
+  std::string model;
+  std::string deepest;  // the deepest layer the weights reach
+  RenderSettings settings;
+  InitKind first_init = InitKind::random;
+  std::vector<std::string> notes;  // said once the render starts
+};
+
+RenderPlan plan_render(CLI::App& command, RenderOptions& o) {
+  RenderPlan plan;
   if (!o.config.empty()) apply_config_file(command, o.config);
   auto given = [&](const char* name) { return command.get_option(name)->count() > 0; };
 
   // --- check everything cheap before any heavy work
   if (o.content.empty()) fail("--content is required (the photo to restyle)");
-  auto styles = split_list(o.styles);
+  plan.styles = split_list(o.styles);
+  const auto& styles = plan.styles;
   if (styles.empty()) fail("--style is required (one or more images, comma separated)");
   if (!o.style_blend_weights.empty() && o.style_blend_weights.size() != styles.size())
     fail("--style-blend-weights has ", o.style_blend_weights.size(), " values for ", styles.size(), " style images");
-  SizeRequest size = parse_size(o.size);
+  plan.size = parse_size(o.size);
   if (!(o.style_scale > 0.0f)) fail("--style-scale must be positive, got ", o.style_scale);
   if (o.iterations < 1) fail("--iterations must be at least 1, got ", o.iterations);
   if (o.checkpoint_every < 0) fail("--checkpoint-every must be 0 (only on signals) or more, got ", o.checkpoint_every);
@@ -339,22 +396,26 @@ int run_render(CLI::App& command, RenderOptions& o) {
     fail("--scale-iterations needs --scales");
 
   // --- weights and layers
-  auto weights_path = resolve_weights(o, o.model.empty() ? "vgg19" : o.model);
-  WeightSet weights = io::read_weights(weights_path);
-  std::string model = o.model.empty() ? weights.architecture : o.model;
+  plan.weights_path = resolve_weights(o, o.model.empty() ? "vgg19" : o.model);
+  plan.weights = io::read_weights(plan.weights_path);
+  const auto& weights_path = plan.weights_path;
+  const auto& weights = plan.weights;
+  plan.model = o.model.empty() ? weights.architecture : o.model;
+  const auto& model = plan.model;
   if (model != weights.architecture)
     fail("--model ", model, " does not match the weights in ", weights_path.string(), ", which are for ",
          weights.architecture);
   const Architecture& arch = architecture(model);
-  std::string deepest = deepest_available_layer(arch, weights);
+  plan.deepest = deepest_available_layer(arch, weights);
+  const auto& deepest = plan.deepest;
   auto available = [&](const std::string& layer) {
     int index = arch.index_of(layer);
     return index >= 0 && index <= arch.index_of(deepest);
   };
 
   // Said once the inputs are known to be good, so that an error is one line.
-  std::vector<std::string> notes;
-  RenderSettings settings;
+  auto& notes = plan.notes;
+  auto& settings = plan.settings;
   settings.model = model;
   auto content_layers = split_list(o.content_layers);
   auto style_layers = split_list(o.style_layers);
@@ -406,12 +467,31 @@ int run_render(CLI::App& command, RenderOptions& o) {
     }
     if (settings.halo_px < 0) fail("--halo must not be negative");
   }
-  const InitKind first_init = o.init == "random" ? InitKind::random : o.init == "content" ? InitKind::content
+  plan.first_init = o.init == "random" ? InitKind::random : o.init == "content" ? InitKind::content
                                                                                           : InitKind::image;
+  return plan;
+}
+
+
+int run_render(CLI::App& command, RenderOptions& o) {
+  // Every rank checks the options alike; a mistake is said once, by the
+  // lowest rank that found it, not once per rank.
+  Communicator& communicator = process_communicator();
+  RenderPlan plan = agreed(communicator, [&] { return plan_render(command, o); });
+  const auto& styles = plan.styles;
+  const SizeRequest& size = plan.size;
+  const auto& weights_path = plan.weights_path;
+  WeightSet& weights = plan.weights;
+  const std::string& model = plan.model;
+  const std::string& deepest = plan.deepest;
+  auto& notes = plan.notes;
+  const RenderSettings& settings = plan.settings;
+  const auto& content_layers = settings.objective.content_layers;
+  const auto& style_layers = settings.objective.style_layers;
+  const InitKind first_init = plan.first_init;
 
   // --- images: rank 0 reads them at their own size once, and resizes them
   // for each scale; the other ranks receive their tiles' parts.
-  Communicator& communicator = process_communicator();
   const bool root = communicator.rank() == 0;
   auto read_noting = [&notes](const std::string& path) {
     io::ImageReadResult read = io::read_image_with_notes(path);
@@ -479,6 +559,13 @@ int run_render(CLI::App& command, RenderOptions& o) {
       point.scale = std::stoi(text.substr(0, text.find('\n')));
       point.state = io::parse_render_state(text.substr(text.find('\n') + 1));
     }
+  }
+  if (o.dry_run)
+    for (const auto& note : notes) spdlog::info("{}", note);
+  check_memory(o, settings, scales, communicator.size(), o.dry_run);
+  if (o.dry_run) {
+    spdlog::info("dry run: the inputs are good; nothing rendered");
+    return 0;
   }
 
   auto backend = make_backend(o.backend);
@@ -852,6 +939,8 @@ Command add_render_command(CLI::App& app) {
   command->add_option("--bits", o->bits, "Output bits per channel: 8, 16, 32 (0: the format's default)")
       ->capture_default_str();
   command->add_flag("-q,--quiet", o->quiet, "No progress output");
+  command->add_flag("--dry-run", o->dry_run,
+                    "Check the inputs, show each scale's size, tiles and memory estimate, and stop without rendering");
   return [command, o] { return run_render(*command, *o); };
 }
 

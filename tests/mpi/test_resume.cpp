@@ -414,5 +414,20 @@ TEST_F(Resume, DamagedOrForeignCheckpointsAreRefused) {
   refused(io::checkpoint_path("other.png", 1, 5).string(), "model: saved 'vgg16', now 'vgg19'");
 }
 
+// Every rank checks the options alike: a mistake is said once, not once
+// per rank, and the ranks end on their own, without MPI_Abort.
+TEST_F(Resume, MissingCheckpointIsSaidOnceOnTwoRanks) {
+  auto command = render({"--size", "64", "--iterations", "2", "-o", "never.png", "--resume", "missing.h5"}, 2);
+  int code = run(command, "missing.log");
+  std::string output = text("missing.log");
+  EXPECT_EQ(code, 1) << output;
+  const std::string message = "checkpoint 'missing.h5' not found";
+  auto first = output.find(message);
+  ASSERT_NE(first, std::string::npos) << output;
+  EXPECT_EQ(output.find(message, first + 1), std::string::npos) << output;
+  EXPECT_EQ(output.find("MPI_ABORT"), std::string::npos) << output;
+  EXPECT_FALSE(fs::exists(folder_ / "never.png"));
+}
+
 }  // namespace
 }  // namespace tessera

@@ -203,6 +203,30 @@ TEST(Cli, MemoryBudgetChoosesTheTiles) {
   EXPECT_NE(impossible.output.find("does not fit in --memory-per-rank 1MiB"), std::string::npos) << impossible.output;
 }
 
+// --dry-run checks the inputs and shows the plan without rendering; a grid
+// whose estimate exceeds the free memory (here, terabytes on one tile) is
+// warned about before any work.
+TEST(Cli, DryRunShowsThePlanAndWarnsWhenMemoryIsShort) {
+  REQUIRE_REAL_DATA();
+  fs::path folder = testing::scratch_dir();
+  auto dry_run = [&](const std::string& extra) {
+    return run_tessera("render --content '" + content + "' --style '" + style + "' --weights '" + weights.string() +
+                           "' --iterations 7 --dry-run -o out.png " + extra,
+                       folder);
+  };
+  CommandRun fits = dry_run("--size 128");
+  ASSERT_EQ(fits.exit_code, 0) << fits.output;
+  EXPECT_NE(fits.output.find("scale 1 of 1: 128x96, 7 iterations, 1x1 tiles"), std::string::npos) << fits.output;
+  EXPECT_NE(fits.output.find("nothing rendered"), std::string::npos) << fits.output;
+  EXPECT_EQ(fits.output.find("warning"), std::string::npos) << fits.output;
+
+  CommandRun huge = dry_run("--size 40000x30000 --tiles 1x1");
+  ASSERT_EQ(huge.exit_code, 0) << huge.output;
+  EXPECT_NE(huge.output.find("warning: the render needs about"), std::string::npos) << huge.output;
+  EXPECT_NE(huge.output.find("GiB this machine has free"), std::string::npos) << huge.output;
+  EXPECT_FALSE(fs::exists(folder / "out.png"));
+}
+
 struct BadInput {
   const char* name;
   std::string arguments;    // {C} content, {S} style, {W} weights
