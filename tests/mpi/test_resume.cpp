@@ -113,9 +113,10 @@ class Resume : public ::testing::Test {
     return lines;
   }
 
-  // Waits (up to a minute) until the JSON log satisfies `ready`.
+  // Waits until the JSON log satisfies `ready`: up to four minutes, as a render
+  // slows several times over when other tests load every core.
   bool wait_for_log(const std::string& name, const std::function<bool(const nlohmann::json&)>& ready) const {
-    auto deadline = clock_type::now() + std::chrono::seconds(60);
+    auto deadline = clock_type::now() + std::chrono::seconds(240);
     while (clock_type::now() < deadline) {
       for (const auto& line : log_lines(name))
         if (ready(line)) return true;
