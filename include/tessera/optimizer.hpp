@@ -24,12 +24,33 @@ struct OptimizerState {
   std::vector<std::string> vectors;  // names, in the order they are saved
 };
 
+// The objective at x: returns the loss and writes the gradient. A collective
+// call: every rank passes its own part of x.
+using Evaluate = std::function<double(const Tensor& x, Tensor& gradient)>;
+
+struct StepReport {
+  bool progressed = true;       // false: the render should stop (stop_reason())
+  int evaluations = 0;          // of the objective, made by the optimiser itself
+  bool evaluated_here = false;  // the loss and gradient are now those at the new x
+  std::vector<double> losses;   // of those evaluations, in order
+};
+
 class Optimizer {
  public:
   virtual ~Optimizer() = default;
   // Updates x given the loss and gradient just evaluated at x. Returns false
   // when the optimiser cannot make progress (the render should stop).
   virtual bool update(Tensor& x, const Tensor& gradient, double loss) = 0;
+  // One iteration from x, where `loss` and `gradient` were just evaluated.
+  // An optimiser that searches along its direction evaluates the objective
+  // through `evaluate` and leaves `loss` and `gradient` at the x it accepts
+  // (evaluated_here); the others make one update().
+  virtual StepReport step(Tensor& x, Tensor& gradient, double& loss, const Evaluate& evaluate) {
+    (void)evaluate;
+    StepReport report;
+    report.progressed = update(x, gradient, loss);
+    return report;
+  }
   virtual std::string name() const = 0;
   // Why update() returned false.
   virtual std::string stop_reason() const { return {}; }
@@ -43,20 +64,40 @@ class Optimizer {
                        const std::function<void(const std::string& name, Tensor& vector)>& fill) = 0;
 };
 
+enum class LineSearch { none, strong_wolfe };
+
 struct LbfgsSettings {
   int history = 100;
   float learning_rate = 1.0f;
+  LineSearch line_search = LineSearch::none;
+  // With the line search, in the input domain's units: the first step (and
+  // the first after the history is cleared) moves the image by first_move
+  // (root mean square over its values), and no search starts with a trial
+  // that moves it by more than max_move.
+  double first_move = 0.0;
+  double max_move = 0.0;
 };
 
-// Limited-memory BFGS without line search, step for step as torch's
-// optim.lbfgs (and PyTorch's LBFGS) with neural-style's settings: the first
-// step is scaled by min(1, 1/|g|_1), later steps are the learning rate; a
-// pair (s, y) enters the history only when y.s > 1e-10 |y| |s| (torch:
-// y.s > 1e-10, which refuses every pair on large images; see lbfgs.cpp).
+// Limited-memory BFGS.
+//
+// Without line search, step for step as torch's optim.lbfgs (and PyTorch's
+// LBFGS) with neural-style's settings: the first step is scaled by
+// min(1, 1/|g|_1), later steps are the learning rate; a pair (s, y) enters
+// the history only when y.s > 1e-10 |y| |s| (torch: y.s > 1e-10, which
+// refuses every pair on large images; see lbfgs.cpp).
+//
+// With the strong Wolfe line search (step()), each iteration searches along
+// its direction for a step that lowers the loss enough (Armijo, c1 = 1e-4)
+// and flattens the slope enough (|g.d| <= 0.9 |g0.d|), by extrapolation and
+// then cubic interpolation inside a bracket (Nocedal and Wright, Numerical
+// Optimization, algorithms 3.5 and 3.6), at most 25 evaluations. The first
+// trial is in image units (see LbfgsSettings). A search that finds no lower
+// loss clears the history and starts again from the steepest descent.
 class Lbfgs final : public Optimizer {
  public:
   Lbfgs(Backend& backend, Communicator& communicator, Shape shape, LbfgsSettings settings);
   bool update(Tensor& x, const Tensor& gradient, double loss) override;
+  StepReport step(Tensor& x, Tensor& gradient, double& loss, const Evaluate& evaluate) override;
   std::string name() const override { return "lbfgs"; }
   std::string stop_reason() const override { return stop_reason_; }
   int history_size() const { return int(directions_.size()); }
@@ -68,6 +109,12 @@ class Lbfgs final : public Optimizer {
  private:
   double dot(const Tensor& a, const Tensor& b);
   Tensor take_buffer();
+  // Takes in the step just made (unless the history was cleared) and sets
+  // direction_ = -H gradient; keeps the gradient for the next pair.
+  void find_direction(const Tensor& gradient);
+  void clear_history();
+  // The root mean square of a vector over every rank's values.
+  double rms(const Tensor& v);
 
   Backend& backend_;
   Communicator& communicator_;
@@ -81,6 +128,12 @@ class Lbfgs final : public Optimizer {
   std::deque<double> rho_;                 // 1 / (y_i . s_i)
   std::vector<double> alpha_;
   std::vector<Tensor> spare_;              // recycled history buffers
+  Tensor origin_;                          // x where the line search started
+  bool restart_ = false;                   // the history was cleared: start afresh
+  double last_move_ = 0.0;                 // RMS of the last step taken
+  double last_decrease_ = 0.0;             // of the loss, by the last step
+  bool last_fresh_ = false;                // the last step was a steepest descent
+  double total_elements_ = 0.0;            // of x, over every rank
   std::string stop_reason_;
 };
 

@@ -31,6 +31,7 @@ struct RenderSettings {
   std::string optimizer = "lbfgs";  // "lbfgs" or "adam"
   float learning_rate = 10.0f;      // Adam's; L-BFGS uses 1 as neural-style does
   int lbfgs_history = 100;
+  LineSearch line_search = LineSearch::strong_wolfe;  // L-BFGS's; none: neural-style's fixed steps
   int iterations = 1000;
   std::uint64_t seed = 0;
   InitKind init = InitKind::random;
@@ -68,7 +69,9 @@ struct IterationReport {
   LossTerms losses;
   double seconds = 0.0;  // since the loop started
   double seconds_this_iteration = 0.0;
-  TiledObjective::Times times;  // of this iteration's evaluation, on this rank
+  int evaluations = 0;  // of the objective in this iteration (a line search makes more than one)
+  std::vector<double> search_losses;  // the losses the line search evaluated, in order
+  TiledObjective::Times times;  // of this iteration's last evaluation, on this rank
 };
 
 class Renderer {
@@ -129,6 +132,10 @@ class Renderer {
   Tensor image_, gradient_;
   int iterations_done_ = 0;
   std::string stop_reason_;
+  // The loss and gradient_ are those at image_ (the optimiser's line search
+  // evaluated there): the next iteration need not evaluate again.
+  bool evaluated_here_ = false;
+  LossTerms current_losses_;
 };
 
 // Luminance transfer (neural-style's -original_colors 1): the luminance of

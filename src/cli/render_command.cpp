@@ -52,6 +52,7 @@ struct RenderOptions {
   std::string optimizer = "lbfgs";
   float learning_rate = 10.0f;
   int lbfgs_history = 100;
+  std::string line_search = "strong-wolfe";
   int iterations = 1000;
   std::uint64_t seed = 0;
   bool original_colors = false;
@@ -457,6 +458,11 @@ RenderPlan plan_render(CLI::App& command, RenderOptions& o) {
   settings.optimizer = o.optimizer;
   settings.learning_rate = o.learning_rate;
   settings.lbfgs_history = o.lbfgs_history;
+  if (o.line_search != "strong-wolfe" && o.line_search != "none")
+    fail("--line-search must be strong-wolfe or none, got '", o.line_search, "'");
+  if (o.optimizer != "lbfgs" && given("--line-search"))
+    fail("--line-search is L-BFGS's: Adam takes fixed steps (--learning-rate)");
+  settings.line_search = o.line_search == "none" ? LineSearch::none : LineSearch::strong_wolfe;
   settings.seed = o.seed;
   settings.original_colors = o.original_colors;
   if (o.halo != "exact") {
@@ -544,6 +550,7 @@ int run_render(CLI::App& command, RenderOptions& o) {
         {"optimizer", o.optimizer},
         {"learning_rate", o.optimizer == "adam" ? fmt::format("{}", o.learning_rate) : "1"},
         {"lbfgs_history", o.optimizer == "lbfgs" ? std::to_string(o.lbfgs_history) : "-"},
+        {"line_search", o.optimizer == "lbfgs" ? o.line_search : "-"},
         {"precision", o.precision},
     };
     point = find_resume_point(o, identity, notes);
@@ -774,8 +781,26 @@ int run_render(CLI::App& command, RenderOptions& o) {
     // collectives that must match. The raw signal flag can change between
     // the last agreement and the end of the loop on one rank alone.
     bool stop_agreed = false;
+    // A scale whose loss has barely moved after its first iterations is not
+    // styling the image: said once, with what to try, and marked in the log.
+    constexpr int kStallIterations = 20;
+    constexpr double kStallFraction = 0.9;
+    double first_loss = 0.0;
+    bool stalled_now = false;
     int scale_done = renderer.run([&](const IterationReport& r) {
       progress.update(r);
+      if (r.iteration == 1) first_loss = r.losses.total();
+      stalled_now = r.iteration == kStallIterations && first_loss > 0.0 &&
+                    r.losses.total() > kStallFraction * first_loss;
+      if (stalled_now) {
+        progress.finish();
+        spdlog::warn("the loss fell only from {:.4g} to {:.4g} in {} iterations: the render has stalled. {}",
+                     first_loss, r.losses.total(), kStallIterations,
+                     o.optimizer == "adam" ? "Try a larger --learning-rate, or L-BFGS"
+                     : o.line_search == "none"
+                         ? "neural-style's fixed L-BFGS steps stall on large images: use --line-search strong-wolfe"
+                         : "Check the loss weights: --style-weight and --content-weight");
+      }
       loop_seconds = r.seconds;
       auto io_start = std::chrono::steady_clock::now();
       if (o.save_every > 0 && r.iteration % o.save_every == 0 && r.iteration < r.iterations) {
@@ -802,6 +827,7 @@ int run_render(CLI::App& command, RenderOptions& o) {
                                {"style_loss", r.losses.style},
                                {"tv_loss", r.losses.tv},
                                {"style_loss_per_layer", r.losses.style_per_layer},
+                               {"evaluations", r.evaluations},
                                {"seconds", r.seconds},
                                {"seconds_this_iteration", r.seconds_this_iteration},
                                {"compute_seconds", r.times.compute},
@@ -813,6 +839,8 @@ int run_render(CLI::App& command, RenderOptions& o) {
                                {"scales", scale_count},
                                {"width", scale.width},
                                {"height", scale.height}};
+        if (!r.search_losses.empty()) line["search_losses"] = r.search_losses;
+        if (stalled_now) line["stalled"] = true;
         if (checkpoint_bytes > 0) {
           line["checkpoint_seconds"] = checkpoint_seconds;
           line["checkpoint_bytes"] = checkpoint_bytes;
@@ -900,6 +928,10 @@ Command add_render_command(CLI::App& app) {
   command->add_option("--optimizer", o->optimizer, "lbfgs or adam")->capture_default_str();
   command->add_option("--learning-rate", o->learning_rate, "Adam's learning rate")->capture_default_str();
   command->add_option("--lbfgs-history", o->lbfgs_history, "L-BFGS history pairs")->capture_default_str();
+  command->add_option("--line-search", o->line_search,
+                      "L-BFGS step: strong-wolfe (searches each step; may evaluate more than once per iteration) "
+                      "or none (neural-style's fixed steps, which stall on large images)")
+      ->capture_default_str();
   command->add_option("--iterations", o->iterations,
                       "Iterations (one evaluation each); with --scales, those of the coarsest scale")
       ->capture_default_str();

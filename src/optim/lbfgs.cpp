@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <span>
 
 #include "tessera/error.hpp"
@@ -14,6 +15,7 @@ Lbfgs::Lbfgs(Backend& backend, Communicator& communicator, Shape shape, LbfgsSet
   if (!(settings_.learning_rate > 0.0f)) fail("L-BFGS learning rate must be positive");
   direction_ = backend_.allocate(shape_, Layout::planar);
   previous_gradient_ = backend_.allocate(shape_, Layout::planar);
+  if (settings_.line_search != LineSearch::none) origin_ = backend_.allocate(shape_, Layout::planar);
   alpha_.resize(settings_.history);
 }
 
@@ -30,9 +32,26 @@ Tensor Lbfgs::take_buffer() {
   return backend_.allocate(shape_, Layout::planar);
 }
 
-bool Lbfgs::update(Tensor& x, const Tensor& gradient, double /*loss*/) {
-  ++iteration_;
-  if (iteration_ == 1) {
+void Lbfgs::clear_history() {
+  while (!directions_.empty()) {
+    spare_.push_back(std::move(directions_.back()));
+    spare_.push_back(std::move(steps_.back()));
+    directions_.pop_back();
+    steps_.pop_back();
+  }
+  rho_.clear();
+  hessian_diagonal_ = 1.0;
+}
+
+double Lbfgs::rms(const Tensor& v) {
+  if (total_elements_ == 0.0) total_elements_ = communicator_.sum(double(v.elements()));
+  return std::sqrt(dot(v, v) / total_elements_);
+}
+
+void Lbfgs::find_direction(const Tensor& gradient) {
+  if (iteration_ == 1 || restart_) {
+    if (restart_) clear_history();
+    restart_ = false;
     backend_.copy(gradient, direction_);
     backend_.scale(direction_, -1.0f);
     hessian_diagonal_ = 1.0;
@@ -84,7 +103,11 @@ bool Lbfgs::update(Tensor& x, const Tensor& gradient, double /*loss*/) {
     }
   }
   backend_.copy(gradient, previous_gradient_);
+}
 
+bool Lbfgs::update(Tensor& x, const Tensor& gradient, double /*loss*/) {
+  ++iteration_;
+  find_direction(gradient);
   if (iteration_ == 1) {
     double l1 = communicator_.sum(backend_.sum_abs(gradient));
     step_ = float(std::min(1.0, l1 > 0.0 ? 1.0 / l1 : 1.0) * settings_.learning_rate);
@@ -101,6 +124,195 @@ bool Lbfgs::update(Tensor& x, const Tensor& gradient, double /*loss*/) {
   }
   backend_.axpy(step_, direction_, x);
   return true;
+}
+
+namespace {
+
+// The minimiser of the cubic through (a, fa, ga) and (b, fb, gb) (values
+// and slopes along the search direction), kept inside [low, high]; the
+// middle of that interval where the cubic has no minimiser or the values
+// are not finite (Nocedal and Wright, equation 3.59).
+double cubic_minimiser(double a, double fa, double ga, double b, double fb, double gb, double low, double high) {
+  if (low > high) std::swap(low, high);
+  const double middle = 0.5 * (low + high);
+  if (!std::isfinite(fa) || !std::isfinite(fb) || !std::isfinite(ga) || !std::isfinite(gb) || a == b) return middle;
+  const double d1 = ga + gb - 3.0 * (fa - fb) / (a - b);
+  const double square = d1 * d1 - ga * gb;
+  if (!(square >= 0.0)) return middle;
+  const double d2 = std::copysign(std::sqrt(square), b - a);
+  const double denominator = gb - ga + 2.0 * d2;
+  if (denominator == 0.0) return middle;
+  const double t = b - (b - a) * (gb + d2 - d1) / denominator;
+  if (!std::isfinite(t)) return middle;
+  return std::clamp(t, low, high);
+}
+
+struct Trial {
+  double t = 0.0, loss = 0.0, slope = 0.0;  // slope: g(x0 + t d) . d
+};
+
+}  // namespace
+
+StepReport Lbfgs::step(Tensor& x, Tensor& gradient, double& loss, const Evaluate& evaluate) {
+  if (settings_.line_search == LineSearch::none) return Optimizer::step(x, gradient, loss, evaluate);
+  StepReport report;
+  ++iteration_;
+  bool fresh = iteration_ == 1 || restart_;
+  find_direction(gradient);
+  double slope0 = dot(gradient, direction_);
+  if (!std::isfinite(slope0) || !std::isfinite(loss)) {
+    stop_reason_ = "the gradient is not finite";
+    report.progressed = false;
+    return report;
+  }
+  if (!(slope0 < 0.0) && !fresh) {
+    // The history's curvature no longer describes the loss: start again
+    // from the steepest descent.
+    restart_ = true;
+    find_direction(gradient);
+    fresh = true;
+    slope0 = dot(gradient, direction_);
+  }
+  if (!(slope0 < 0.0)) {
+    stop_reason_ = "the gradient vanished: nothing lowers the loss from here";
+    report.progressed = false;
+    return report;
+  }
+
+  const double move = rms(direction_);  // of a unit step
+  double t = fresh && settings_.first_move > 0.0 ? settings_.first_move / move : settings_.learning_rate;
+  // The first trial moves the image at most max_move, and at most four times
+  // as far as the last step did: a direction from little history can be
+  // badly scaled, and a trial far beyond the loss's valley costs evaluations
+  // (and on a quartic loss, reaches enormous values).
+  double longest_move = settings_.max_move > 0.0 ? settings_.max_move : std::numeric_limits<double>::infinity();
+  // Right after a steepest-descent step, a quarter as far: that step ran
+  // down to the floor of a valley whose walls (on a quartic loss, such as
+  // the style loss from noise) are far steeper there than the one
+  // curvature pair measured over the whole step says.
+  if (!fresh && last_move_ > 0.0) longest_move = std::min(longest_move, (last_fresh_ ? 0.25 : 4.0) * last_move_);
+  t = std::min(t, longest_move / move);
+  // And no further than where a quadratic with this slope would lower the
+  // loss by as much as the last step did (Nocedal and Wright, equation
+  // 3.60): after a long first step, the curvature measured over it says
+  // little about the valley it ends in, and t = 1 can be far too long.
+  if (!fresh && last_decrease_ > 0.0) t = std::min(t, 2.02 * last_decrease_ / -slope0);
+  backend_.copy(x, origin_);
+
+  constexpr double c1 = 1e-4, c2 = 0.9;
+  constexpr int most_evaluations = 25;
+  const double f0 = loss;
+  int evaluated = 0;
+  Trial last;  // the point x and gradient now hold
+  auto try_step = [&](double step) {
+    backend_.copy(origin_, x);
+    backend_.axpy(float(step), direction_, x);
+    Trial trial;
+    trial.t = step;
+    trial.loss = evaluate(x, gradient);
+    trial.slope = dot(gradient, direction_);
+    if (!std::isfinite(trial.loss) || !std::isfinite(trial.slope)) {
+      trial.loss = std::numeric_limits<double>::infinity();
+      trial.slope = std::numeric_limits<double>::quiet_NaN();
+    }
+    ++evaluated;
+    report.losses.push_back(trial.loss);
+    last = trial;
+    return trial;
+  };
+  auto sufficient = [&](const Trial& trial) { return trial.loss <= f0 + c1 * trial.t * slope0; };
+  auto flat_enough = [&](const Trial& trial) { return std::abs(trial.slope) <= -c2 * slope0; };
+
+  // Bracketing: grow the step until it overshoots, or the slope flattens.
+  Trial previous{0.0, f0, slope0};
+  Trial low, high;  // low: the best point that lowers the loss enough
+  bool bracketed = false, done = false;
+  Trial accepted{0.0, f0, slope0};
+  while (evaluated < most_evaluations) {
+    Trial trial = try_step(t);
+    if (!sufficient(trial) || (evaluated > 1 && trial.loss >= previous.loss)) {
+      low = previous;
+      high = trial;
+      bracketed = true;
+      break;
+    }
+    if (flat_enough(trial)) {
+      accepted = trial;
+      done = true;
+      break;
+    }
+    if (trial.slope >= 0.0) {
+      low = trial;
+      high = previous;
+      bracketed = true;
+      break;
+    }
+    accepted = trial;  // lowers the loss enough, if nothing better comes
+    // Grow the step between two and five times the last interval: less
+    // wastes evaluations on a slope that is still steep, more overshoots.
+    const double interval = trial.t - previous.t;
+    const double shortest = trial.t + interval, longest = trial.t + 4.0 * interval;
+    const double next = cubic_minimiser(previous.t, previous.loss, previous.slope, trial.t, trial.loss, trial.slope,
+                                        shortest, longest);
+    previous = trial;
+    t = next;
+  }
+
+  // Zoom: shrink the bracket [low, high] around a point that satisfies both.
+  while (bracketed && !done && evaluated < most_evaluations) {
+    const double width = std::abs(high.t - low.t);
+    if (width <= 1e-7 * std::max(std::abs(high.t), std::abs(low.t))) break;  // beyond what f32 resolves
+    double next = cubic_minimiser(low.t, low.loss, low.slope, high.t, high.loss, high.slope, low.t, high.t);
+    // Not too near either end, so the bracket keeps shrinking.
+    const double lo_end = std::min(low.t, high.t), hi_end = std::max(low.t, high.t);
+    next = std::clamp(next, lo_end + 0.1 * width, hi_end - 0.1 * width);
+    Trial trial = try_step(next);
+    if (!sufficient(trial) || trial.loss >= low.loss) {
+      high = trial;
+    } else {
+      if (flat_enough(trial)) {
+        accepted = trial;
+        done = true;
+        break;
+      }
+      if (trial.slope * (high.t - low.t) >= 0.0) high = low;
+      low = trial;
+    }
+  }
+  if (!done && bracketed && low.t > 0.0 && low.loss < accepted.loss) accepted = low;
+
+  report.evaluations = evaluated;
+  if (accepted.t == 0.0) {
+    // No step lowered the loss: back to the start.
+    backend_.copy(origin_, x);
+    backend_.copy(previous_gradient_, gradient);
+    loss = f0;
+    report.evaluated_here = true;
+    if (fresh) {
+      stop_reason_ = "the line search found no lower loss along the steepest descent";
+      report.progressed = false;
+      return report;
+    }
+    restart_ = true;  // next iteration: steepest descent, history cleared
+    step_ = 0.0f;
+    last_decrease_ = 0.0;
+    return report;
+  }
+  if (last.t != accepted.t) {
+    backend_.copy(origin_, x);
+    backend_.axpy(float(accepted.t), direction_, x);
+    loss = evaluate(x, gradient);
+    ++report.evaluations;
+    report.losses.push_back(loss);
+  } else {
+    loss = accepted.loss;
+  }
+  step_ = float(accepted.t);
+  last_move_ = accepted.t * move;
+  last_decrease_ = f0 - loss;
+  last_fresh_ = fresh;
+  report.evaluated_here = true;
+  return report;
 }
 
 namespace {
@@ -125,6 +337,10 @@ OptimizerState Lbfgs::state() const {
   state.scalars["step"] = step_;
   state.scalars["hessian_diagonal"] = hessian_diagonal_;
   state.scalars["history_pairs"] = double(directions_.size());
+  state.scalars["restart"] = restart_ ? 1.0 : 0.0;
+  state.scalars["last_move"] = last_move_;
+  state.scalars["last_decrease"] = last_decrease_;
+  state.scalars["last_fresh"] = last_fresh_ ? 1.0 : 0.0;
   if (iteration_ == 0) return state;
   state.vectors = {"direction", "previous_gradient"};
   for (std::size_t i = 0; i < directions_.size(); ++i) {
@@ -156,13 +372,18 @@ void Lbfgs::restore(const OptimizerState& state,
   iteration_ = int(iteration);
   step_ = float(required(state, "step"));
   hessian_diagonal_ = required(state, "hessian_diagonal");
-  while (!directions_.empty()) {
-    spare_.push_back(std::move(directions_.back()));
-    spare_.push_back(std::move(steps_.back()));
-    directions_.pop_back();
-    steps_.pop_back();
-  }
-  rho_.clear();
+  const double hessian_diagonal = hessian_diagonal_;
+  clear_history();
+  hessian_diagonal_ = hessian_diagonal;
+  // The line search's memory; absent from checkpoints written without it.
+  auto optional = [&](const char* name) {
+    auto it = state.scalars.find(name);
+    return it == state.scalars.end() ? 0.0 : it->second;
+  };
+  restart_ = optional("restart") != 0.0;
+  last_move_ = optional("last_move");
+  last_decrease_ = optional("last_decrease");
+  last_fresh_ = optional("last_fresh") != 0.0;
   if (iteration_ == 0) return;
   fill("direction", direction_);
   fill("previous_gradient", previous_gradient_);

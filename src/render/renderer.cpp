@@ -90,12 +90,27 @@ Renderer::Renderer(Backend& backend, Communicator& communicator, RenderSettings 
   gradient_ = backend_.allocate(local, Layout::planar);
   inputs_.weights = nullptr;  // planned and targets set: the caller may free them
 
+  // Image units: the input domain's change for a change of 1 in every RGB
+  // channel (255 for Caffe's weights, about 4.4 for torchvision's).
+  double unit = 0.0;
+  for (const auto& row : to_input_.matrix)
+    for (float v : row) unit += double(v) * v;
+  unit = std::sqrt(unit / 3.0);
   if (settings_.optimizer == "lbfgs") {
-    optimizer_ = std::make_unique<Lbfgs>(backend_, communicator_, local,
-                                         LbfgsSettings{settings_.lbfgs_history, 1.0f});
+    LbfgsSettings lbfgs;
+    lbfgs.history = settings_.lbfgs_history;
+    lbfgs.line_search = settings_.line_search;
+    // The first step moves the image by about 2.5 grey levels whatever the
+    // size and the weights, and no search starts more than 25 away.
+    lbfgs.first_move = 0.01 * unit;
+    lbfgs.max_move = 0.1 * unit;
+    optimizer_ = std::make_unique<Lbfgs>(backend_, communicator_, local, lbfgs);
   } else if (settings_.optimizer == "adam") {
+    // The learning rate is in grey levels (1/255 of the RGB range): Adam's
+    // first step moves each value by about that much, whatever the weights'
+    // input convention.
     AdamSettings adam;
-    adam.learning_rate = settings_.learning_rate;
+    adam.learning_rate = float(settings_.learning_rate * unit / 255.0);
     optimizer_ = std::make_unique<Adam>(backend_, local, adam);
   } else {
     fail("unknown optimizer '", settings_.optimizer, "' (lbfgs or adam)");
@@ -126,20 +141,33 @@ int Renderer::run(const std::function<bool(const IterationReport&)>& on_iteratio
     IterationReport report;
     report.iteration = k;
     report.iterations = settings_.iterations;
-    report.losses = objective_->evaluate(image_, gradient_);
-    report.times = objective_->last_times();
+    if (!evaluated_here_) {
+      current_losses_ = objective_->evaluate(image_, gradient_);
+      report.evaluations = 1;
+    }
+    report.losses = current_losses_;
     if (!std::isfinite(report.losses.total())) {
+      report.times = objective_->last_times();
       stop_reason_ = "the loss is not finite (weights too large for these images?)";
       break;
     }
-    bool progressed = optimizer_->update(image_, gradient_, report.losses.total());
+    double loss = report.losses.total();
+    auto evaluate = [this](const Tensor& x, Tensor& gradient) {
+      current_losses_ = objective_->evaluate(x, gradient);
+      return current_losses_.total();
+    };
+    StepReport step = optimizer_->step(image_, gradient_, loss, evaluate);
+    evaluated_here_ = step.evaluated_here;
+    report.evaluations += step.evaluations;
+    report.search_losses = std::move(step.losses);
+    report.times = objective_->last_times();
     auto now = clock::now();
     report.seconds = std::chrono::duration<double>(now - start).count();
     report.seconds_this_iteration = std::chrono::duration<double>(now - last).count();
     last = now;
-    if (progressed) done = k;
+    if (step.progressed) done = k;
     bool go_on = on_iteration ? on_iteration(report) : true;
-    if (!progressed) {
+    if (!step.progressed) {
       stop_reason_ = optimizer_->stop_reason();
       if (stop_reason_.empty()) stop_reason_ = optimizer_->name() + " stopped";
       break;
@@ -193,6 +221,7 @@ void Renderer::save(const VectorSink& sink) const {
 }
 
 void Renderer::restore(const RenderState& state, const VectorSource& source) {
+  evaluated_here_ = false;  // the image is about to change
   if (state.optimizer != optimizer_->name())
     fail("the saved render used ", state.optimizer, ", this one ", optimizer_->name());
   if (state.iterations_done < 0) fail("the saved render has done ", state.iterations_done, " iterations");

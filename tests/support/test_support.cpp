@@ -2,8 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+
 #include <cmath>
 #include <cstdlib>
+#include <fstream>
+#include <sstream>
 
 namespace tessera::testing {
 namespace {
@@ -42,6 +46,20 @@ std::filesystem::path scratch_dir() {
   std::filesystem::remove_all(path);
   std::filesystem::create_directories(path);
   return path;
+}
+
+CommandRun run_tessera(const std::string& arguments, const std::filesystem::path& folder) {
+  std::filesystem::path log = folder / "command-output.txt";
+  std::string command = "cd '" + folder.string() + "' && '" + tessera_binary().string() + "' " + arguments + " > '" +
+                        log.string() + "' 2>&1 < /dev/null";
+  int status = std::system(command.c_str());
+  CommandRun run;
+  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  std::ifstream in(log);
+  std::stringstream text;
+  text << in.rdbuf();
+  run.output = text.str();
+  return run;
 }
 
 float uniform_at(std::uint64_t seed, std::uint64_t index, float lo, float hi) {

@@ -20,6 +20,13 @@ std::filesystem::path tessera_binary();
 // A fresh empty folder under the system temp folder, named after the test.
 std::filesystem::path scratch_dir();
 
+// `tessera ARGUMENTS` run by the shell in `folder`, stdin from /dev/null.
+struct CommandRun {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr together
+};
+CommandRun run_tessera(const std::string& arguments, const std::filesystem::path& folder);
+
 // Deterministic values in [lo, hi): a counter-based generator (splitmix64), so
 // the same (seed, index) gives the same value in C++ and in the Python
 // scripts that write the golden files.

@@ -22,24 +22,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct CommandRun {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr together
-};
-
-CommandRun run_tessera(const std::string& arguments, const fs::path& folder) {
-  fs::path log = folder / "command-output.txt";
-  std::string command = "cd '" + folder.string() + "' && '" + testing::tessera_binary().string() + "' " +
-                        arguments + " > '" + log.string() + "' 2>&1 < /dev/null";
-  int status = std::system(command.c_str());
-  CommandRun run;
-  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  std::ifstream in(log);
-  std::stringstream text;
-  text << in.rdbuf();
-  run.output = text.str();
-  return run;
-}
+using testing::CommandRun;
+using testing::run_tessera;
 
 // Imported real weights, shared by the tests of this file (imported once).
 fs::path real_weights() {
