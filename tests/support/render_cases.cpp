@@ -29,7 +29,7 @@ std::unique_ptr<Renderer> case_renderer(const RenderCase& c, Backend& backend, C
   settings.objective.style_layers = c.style;
   settings.objective.style_weight = c.style_weight;
   settings.optimizer = optimizer;
-  settings.learning_rate = 0.02f;
+  settings.learning_rate = 5.1f;  // grey levels: 0.02 in the synthetic weights' identity input units
   settings.lbfgs_history = lbfgs_history;
   settings.iterations = iterations;
   settings.init = InitKind::content;
