@@ -73,6 +73,9 @@ int total_stride_for(const Architecture& arch, const std::vector<std::string>& l
 // field; the gradient at an owned pixel collects features whose field holds
 // it, so input up to one field beyond the tile must be real pixels.
 int halo_width_for(const Architecture& arch, const std::vector<std::string>& layers);
+// The halo a render uses: the exact one when `requested_px` is negative,
+// otherwise the user's width rounded up to the total stride.
+int render_halo_for(const Architecture& arch, const std::vector<std::string>& layers, int requested_px);
 
 // A box of the image (on the block grid) as a window of the feature map a
 // tile computes on its grown box, at a layer of this stride: the positions q

@@ -118,7 +118,7 @@ double rank_memory_needed(const RenderOptions& o, const RenderSettings& settings
   const Architecture& a = architecture(settings.model);
   std::vector<std::string> used = settings.objective.layers();
   const int stride = total_stride_for(a, used);
-  const int halo = settings.halo_px < 0 ? halo_width_for(a, used) : (settings.halo_px + stride - 1) / stride * stride;
+  const int halo = render_halo_for(a, used, settings.halo_px);
   const int optimiser_vectors = o.optimizer == "adam" ? 2 : 2 * o.lbfgs_history + 2;
   const int activation_bytes = o.precision == "bf16" ? 2 : 4;
   TileGrid grid = TileGrid::make(width, height, settings.tile_rows, settings.tile_columns, stride, halo,
@@ -477,7 +477,6 @@ RenderPlan plan_render(CLI::App& command, RenderOptions& o) {
                                                                                           : InitKind::image;
   return plan;
 }
-
 
 int run_render(CLI::App& command, RenderOptions& o) {
   // Every rank checks the options alike; a mistake is said once, by the

@@ -29,7 +29,7 @@ Renderer::Renderer(Backend& backend, Communicator& communicator, RenderSettings 
   for (const auto& layer : layers)
     if (arch.index_of(layer) < 0) fail("model ", arch.name, " has no layer '", layer, "'");
   int stride = total_stride_for(arch, layers);
-  int halo = settings_.halo_px < 0 ? halo_width_for(arch, layers) : (settings_.halo_px + stride - 1) / stride * stride;
+  int halo = render_halo_for(arch, layers, settings_.halo_px);
   TileGrid grid = TileGrid::make(width, height, settings_.tile_rows, settings_.tile_columns, stride, halo,
                                  reduction_block_for(width, height, stride));
   auto owners = place_tiles(int(grid.tiles.size()), communicator_.size());

@@ -94,6 +94,12 @@ int halo_width_for(const Architecture& arch, const std::vector<std::string>& lay
   return (field + stride - 1) / stride * stride;
 }
 
+int render_halo_for(const Architecture& arch, const std::vector<std::string>& layers, int requested_px) {
+  if (requested_px < 0) return halo_width_for(arch, layers);
+  const int stride = total_stride_for(arch, layers);
+  return (requested_px + stride - 1) / stride * stride;
+}
+
 Window feature_window(const Box& box, const Box& grown, int stride, int whole_map_height, int whole_map_width,
                       int image_width, int image_height) {
   int x0 = std::min(box.x0 / stride, whole_map_width), y0 = std::min(box.y0 / stride, whole_map_height);
