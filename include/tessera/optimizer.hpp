@@ -113,8 +113,9 @@ class Lbfgs final : public Optimizer {
   // direction_ = -H gradient; keeps the gradient for the next pair.
   void find_direction(const Tensor& gradient);
   void clear_history();
-  // The root mean square of a vector over every rank's values.
-  double rms(const Tensor& v);
+  // The slope of the loss along direction_ (g.d) and the RMS over every
+  // rank's values of direction_, in one reduction.
+  void slope_and_move(const Tensor& gradient, double& slope, double& move);
 
   Backend& backend_;
   Communicator& communicator_;

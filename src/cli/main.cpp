@@ -84,8 +84,8 @@ int main(int argc, char** argv) {
   } catch (const tessera::cli::AgreedFailure& e) {
     // Every rank knows; each exits on its own, and one says why.
     auto& communicator = tessera::cli::process_communicator();
-    if (e.speak() && communicator.rank() == 0) spdlog::error("{}", e.what());
-    if (e.speak() && communicator.rank() != 0) spdlog::error("rank {}: {}", communicator.rank(), e.what());
+    if (e.speak())
+      spdlog::error("{}{}", communicator.rank() == 0 ? std::string() : fmt::format("rank {}: ", communicator.rank()), e.what());
     return 1;
   } catch (const tessera::Error& e) {
     return report_failure(e.what());

@@ -43,9 +43,12 @@ void Lbfgs::clear_history() {
   hessian_diagonal_ = 1.0;
 }
 
-double Lbfgs::rms(const Tensor& v) {
-  if (total_elements_ == 0.0) total_elements_ = communicator_.sum(double(v.elements()));
-  return std::sqrt(dot(v, v) / total_elements_);
+void Lbfgs::slope_and_move(const Tensor& gradient, double& slope, double& move) {
+  if (total_elements_ == 0.0) total_elements_ = communicator_.sum(double(direction_.elements()));
+  double products[2] = {backend_.dot(gradient, direction_), backend_.dot(direction_, direction_)};
+  communicator_.sum(std::span<double>(products, 2));  // one reduction for both
+  slope = products[0];
+  move = std::sqrt(products[1] / total_elements_);
 }
 
 void Lbfgs::find_direction(const Tensor& gradient) {
@@ -159,7 +162,8 @@ StepReport Lbfgs::step(Tensor& x, Tensor& gradient, double& loss, const Evaluate
   ++iteration_;
   bool fresh = iteration_ == 1 || restart_;
   find_direction(gradient);
-  double slope0 = dot(gradient, direction_);
+  double slope0 = 0.0, move = 0.0;  // move: the RMS change of x for a unit step
+  slope_and_move(gradient, slope0, move);
   if (!std::isfinite(slope0) || !std::isfinite(loss)) {
     stop_reason_ = "the gradient is not finite";
     report.progressed = false;
@@ -171,7 +175,7 @@ StepReport Lbfgs::step(Tensor& x, Tensor& gradient, double& loss, const Evaluate
     restart_ = true;
     find_direction(gradient);
     fresh = true;
-    slope0 = dot(gradient, direction_);
+    slope_and_move(gradient, slope0, move);
   }
   if (!(slope0 < 0.0)) {
     stop_reason_ = "the gradient vanished: nothing lowers the loss from here";
@@ -179,7 +183,6 @@ StepReport Lbfgs::step(Tensor& x, Tensor& gradient, double& loss, const Evaluate
     return report;
   }
 
-  const double move = rms(direction_);  // of a unit step
   double t = fresh && settings_.first_move > 0.0 ? settings_.first_move / move : settings_.learning_rate;
   // The first trial moves the image at most max_move, and at most four times
   // as far as the last step did: a direction from little history can be
@@ -371,10 +374,8 @@ void Lbfgs::restore(const OptimizerState& state,
     fail("L-BFGS state: ", pairs, " history pairs, this optimiser keeps at most ", settings_.history);
   iteration_ = int(iteration);
   step_ = float(required(state, "step"));
-  hessian_diagonal_ = required(state, "hessian_diagonal");
-  const double hessian_diagonal = hessian_diagonal_;
   clear_history();
-  hessian_diagonal_ = hessian_diagonal;
+  hessian_diagonal_ = required(state, "hessian_diagonal");
   // The line search's memory; absent from checkpoints written without it.
   auto optional = [&](const char* name) {
     auto it = state.scalars.find(name);
