@@ -925,7 +925,9 @@ Command add_render_command(CLI::App& app) {
   command->add_option("--tv-weight", o->tv_weight, "Total variation weight")->capture_default_str();
   command->add_option("--init", o->init, "Start from: random, content, or an image file")->capture_default_str();
   command->add_option("--optimizer", o->optimizer, "lbfgs or adam")->capture_default_str();
-  command->add_option("--learning-rate", o->learning_rate, "Adam's learning rate")->capture_default_str();
+  command->add_option("--learning-rate", o->learning_rate,
+                      "Adam's learning rate, in grey levels (1/255 of the RGB range) per step")
+      ->capture_default_str();
   command->add_option("--lbfgs-history", o->lbfgs_history, "L-BFGS history pairs")->capture_default_str();
   command->add_option("--line-search", o->line_search,
                       "L-BFGS step: strong-wolfe (searches each step; may evaluate more than once per iteration) "
