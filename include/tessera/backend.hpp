@@ -126,6 +126,9 @@ class Backend {
   // sum over the window of (a - b)^2; grad_a[window] += grad_scale * (a - b).
   virtual double squared_distance(const Tensor& a, const Tensor& b, const Window& window,
                                   float grad_scale, Tensor* grad_a) = 0;
+  // sum over the window of |a| (any layout, f32 or bf16): a feature
+  // gradient's L1 norm over a tile's owned positions.
+  virtual double window_sum_abs(const Tensor& a, const Window& window) = 0;
   // Total variation: 0.5 * weight * sum over the (H-1) x (W-1) grid of squared
   // right and down differences; its gradient (from every cell) is added to
   // grad. The value counts only the cells whose top-left pixel lies in

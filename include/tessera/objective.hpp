@@ -23,6 +23,11 @@ struct ObjectiveSettings {
   float style_weight = 100.0f;
   float tv_weight = 1e-3f;
   Pooling pooling = Pooling::max;
+  // neural-style's -normalize_gradients: each loss term's gradient with
+  // respect to its layer's features is divided by its L1 norm (+ 1e-8)
+  // before the weight is applied. The losses are unchanged, so the
+  // gradient is then no longer the loss's.
+  bool normalize_gradients = false;
 
   // Content layers, then the style layers not already among them.
   std::vector<std::string> layers() const;

@@ -34,6 +34,7 @@ Objective::Objective(Backend& backend, const Architecture& arch, const WeightSet
       communicator_(communicator) {
   if (settings_.content_layers.empty() && settings_.style_layers.empty())
     fail("no content or style layer given");
+  if (settings_.normalize_gradients) fail("internal: normalised gradients are the tiled objective's only");
   network_ = std::make_unique<Network>(backend_, arch_, weights, settings_.pooling, image,
                                        settings_.layers());
   for (const auto& name : settings_.content_layers) content_taps_.push_back(network_->tap_index(name));

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 
 #include "tessera/error.hpp"
 
@@ -377,6 +378,27 @@ LossTerms TiledObjective::evaluate(const Tensor& local_image, Tensor& local_grad
     losses.style += layer_loss;
   }
 
+  // Each term's gradient scale (its weight included). Normalised gradients
+  // divide the unweighted gradient by its global L1 norm (neural-style's
+  // norm + 1e-8) and then apply the weight.
+  std::vector<double> content_scale, style_scale;
+  for (const auto& global : global_content_)
+    content_scale.push_back(2.0 * settings_.content_weight / (double(global.channels) * global.height * global.width));
+  for (const auto& global : global_style_) {
+    double c = global.channels;
+    style_scale.push_back(4.0 * settings_.style_weight / (c * c * c * double(global.height) * global.width));
+  }
+  if (settings_.normalize_gradients) {
+    std::vector<double> norms = feature_gradient_norms(content_scale, style_scale);
+    auto normalise = [](double& scale, double weight, double weighted_norm) {
+      if (weight != 0.0) scale /= weighted_norm / std::abs(weight) + 1e-8;
+    };
+    for (std::size_t c = 0; c < content_scale.size(); ++c)
+      normalise(content_scale[c], settings_.content_weight, norms[c]);
+    for (std::size_t l = 0; l < style_scale.size(); ++l)
+      normalise(style_scale[l], settings_.style_weight, norms[content_scale.size() + l]);
+  }
+
   // Pass 2: each tile back-propagates on its own; no masking is needed, as
   // the garbage near a grown box's inner edges never reaches an owned pixel.
   for (std::size_t i = 0; i < tiles_.size(); ++i) {
@@ -385,19 +407,14 @@ LossTerms TiledObjective::evaluate(const Tensor& local_image, Tensor& local_grad
     forward_tile(i);  // again, unless this tile's activations are still held
     net.clear_feature_gradients();
     for (std::size_t c = 0; c < t.planned->content_taps.size(); ++c) {
-      const auto& global = global_content_[c];
       int tap = t.planned->content_taps[c];
-      double n = double(global.channels) * global.height * global.width;
       backend_.squared_distance(net.features(tap), t.content_targets[c], Window::whole(net.tap_shape(tap)),
-                                float(2.0 * settings_.content_weight / n), &net.feature_gradient(tap));
+                                float(content_scale[c]), &net.feature_gradient(tap));
     }
     for (std::size_t l = 0; l < t.planned->style_taps.size(); ++l) {
-      const auto& global = global_style_[l];
       int tap = t.planned->style_taps[l];
-      double c = global.channels;
-      float scale = float(4.0 * settings_.style_weight / (c * c * c * double(global.height) * global.width));
-      t.planned->grams[l]->backward(net.features(tap), Window::whole(net.tap_shape(tap)), differences_[l], scale,
-                                    net.feature_gradient(tap));
+      t.planned->grams[l]->backward(net.features(tap), Window::whole(net.tap_shape(tap)), differences_[l],
+                                    float(style_scale[l]), net.feature_gradient(tap));
     }
     net.backward(t.grown_gradient);
     Window owned = window_in(t.tile.owned, t.tile.grown);
@@ -407,6 +424,41 @@ LossTerms TiledObjective::evaluate(const Tensor& local_image, Tensor& local_grad
   }
   times_.compute = seconds_since(start) - times_.halo - times_.allreduce;
   return losses;
+}
+
+std::vector<double> TiledObjective::feature_gradient_norms(const std::vector<double>& content_scale,
+                                                          const std::vector<double>& style_scale) {
+  // Each term's unweighted gradient is written, one at a time, into its
+  // tap's feature gradient (cleared again before the backward pass) over
+  // the owned positions only, whose L1 norms sum to the whole map's.
+  std::vector<double> norms(content_scale.size() + style_scale.size(), 0.0);
+  for (std::size_t i = 0; i < tiles_.size(); ++i) {
+    auto& t = tiles_[i];
+    Network& net = *t.planned->network;
+    forward_tile(i);
+    for (std::size_t c = 0; c < t.planned->content_taps.size(); ++c) {
+      Window owned = features_of(t.tile.owned, t, content_stride_[c], global_content_[c]);
+      if (owned.area() == 0) continue;
+      int tap = t.planned->content_taps[c];
+      Tensor& scratch = net.feature_gradient(tap);
+      backend_.fill(scratch, 0.0f);
+      backend_.squared_distance(net.features(tap), t.content_targets[c], owned, float(content_scale[c]), &scratch);
+      norms[c] += backend_.window_sum_abs(scratch, owned);
+    }
+    for (std::size_t l = 0; l < t.planned->style_taps.size(); ++l) {
+      Window owned = features_of(t.tile.owned, t, style_stride_[l], global_style_[l]);
+      if (owned.area() == 0) continue;
+      int tap = t.planned->style_taps[l];
+      Tensor& scratch = net.feature_gradient(tap);
+      backend_.fill(scratch, 0.0f);
+      t.planned->grams[l]->backward(net.features(tap), owned, differences_[l], float(style_scale[l]), scratch);
+      norms[content_scale.size() + l] += backend_.window_sum_abs(scratch, owned);
+    }
+  }
+  auto reduce_start = std::chrono::steady_clock::now();
+  if (communicator_.size() > 1) communicator_.sum(std::span<double>(norms));
+  times_.allreduce += std::chrono::duration<double>(std::chrono::steady_clock::now() - reduce_start).count();
+  return norms;
 }
 
 double TiledObjective::flops_per_evaluation() const {

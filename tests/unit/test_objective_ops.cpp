@@ -18,6 +18,8 @@
 #include "tessera/backend.hpp"
 #include "tessera/error.hpp"
 #include "tessera/objective.hpp"
+#include "tessera/tiled_objective.hpp"
+#include "tessera/tiling.hpp"
 
 namespace tessera {
 namespace {
@@ -551,18 +553,40 @@ class ReferenceObjective {
   }
 
   // Which: bit 0 content, bit 1 style, bit 2 TV (to weigh the terms).
-  std::vector<double> gradient(const std::vector<double>& x, int which = 7) const {
+  // `normalize`: neural-style's -normalize_gradients, each term's feature
+  // gradient divided by its unweighted L1 norm (+ 1e-8) before its weight.
+  std::vector<double> gradient(const std::vector<double>& x, int which = 7, bool normalize = false) const {
     Activations a = forward(x, image_);
+    // Each term's feature gradient on its own, then added at its layer.
+    auto add_term = [&](const std::vector<double>& weighted, double weight, std::vector<double>& into) {
+      if (!normalize) {
+        for (std::size_t i = 0; i < into.size(); ++i) into[i] += weighted[i];
+        return;
+      }
+      std::vector<double> raw(weighted.size());
+      double l1 = 0.0;
+      for (std::size_t i = 0; i < raw.size(); ++i) {
+        raw[i] = weighted[i] / weight;
+        l1 += std::abs(raw[i]);
+      }
+      for (std::size_t i = 0; i < into.size(); ++i) into[i] += weight * raw[i] / (l1 + 1e-8);
+    };
     // Content: d/dF of wc mean((F - P)^2) = 2 wc (F - P) / n.
     std::vector<double> g21(a.relu2_1.size(), 0.0), g11(a.relu1_1.size(), 0.0);
-    if (which & 1)
+    if (which & 1) {
+      std::vector<double> term(g21.size());
       for (std::size_t i = 0; i < g21.size(); ++i)
-        g21[i] = 2.0 * wc_ * (a.relu2_1[i] - content_target_[i]) / double(g21.size());
+        term[i] = 2.0 * wc_ * (a.relu2_1[i] - content_target_[i]) / double(g21.size());
+      add_term(term, wc_, g21);
+    }
     // Style: E = ws sum((G - A)^2) / C^2 with G = F F^T / (C N):
     // dE/dF = 2 ws / C^2 * (D + D^T) F / (C N) = 4 ws D F / (C^3 N).
     if (which & 2) {
-      add_style_gradient(a.relu2_1, a.s21, target2_1_, g21);
-      add_style_gradient(a.relu1_1, a.s11, target1_1_, g11);
+      std::vector<double> term21(g21.size(), 0.0), term11(g11.size(), 0.0);
+      add_style_gradient(a.relu2_1, a.s21, target2_1_, term21);
+      add_style_gradient(a.relu1_1, a.s11, target1_1_, term11);
+      add_term(term21, ws_, g21);
+      add_term(term11, ws_, g11);
     }
     auto gp1 = testing::reference_conv_relu_backward(a.relu2_1, a.s21, g21, weights_.convs[2].weight, a.sp1, 3, 1, 1);
     auto g12 = testing::reference_pool_backward(a.relu1_2, a.s12, Pooling::max, 2, 2, false, gp1);
@@ -801,6 +825,70 @@ TEST(ObjectiveGradient, MatchesADoublePrecisionReferenceOnAVgg19Prefix) {
   for (int term = 0; term < 3; ++term)
     EXPECT_GT(norms[term], 0.1 * largest)
         << "gradient norms content/style/tv " << norms[0] << " " << norms[1] << " " << norms[2];
+}
+
+// neural-style's -normalize_gradients on the tiled objective (what renders
+// use), on one tile and on four, against the double reference: each term's
+// feature gradient divided by its own L1 norm over the whole map, the
+// content and a style term at the same layer (relu2_1) normalised apart.
+TEST(ObjectiveGradient, NormalisedGradientsMatchTheReferenceOnAnyTiling) {
+  const WeightSet weights = testing::synthetic_weights("vgg19", 3);
+  const int w = 20, h = 16;
+  const Shape shape{3, h, w};
+  const Shape style_shape{3, 14, 18};
+  ObjectiveSettings settings;
+  settings.content_layers = {"relu2_1"};
+  settings.style_layers = {"relu1_1", "relu2_1"};
+  settings.content_weight = 2.0f;
+  settings.style_weight = 1e4f;
+  settings.tv_weight = 0.0f;
+  settings.normalize_gradients = true;
+
+  auto content = uniform_vector(181, shape.elements(), -1.0f, 1.0f);
+  auto style = uniform_vector(182, style_shape.elements(), -2.0f, 2.0f);
+  ReferenceObjective reference(weights, shape, settings.content_weight, settings.style_weight, settings.tv_weight);
+  reference.set_content(to_double(content));
+  reference.set_styles({to_double(style)}, {style_shape}, {1.0});
+  // An image whose ReLUs and pool winners stay clear of their kinks (see
+  // the test above for why).
+  std::vector<float> x;
+  for (std::uint64_t seed = 190; seed < 210 && x.empty(); ++seed) {
+    auto candidate = uniform_vector(seed, shape.elements(), -1.0f, 1.0f);
+    if (reference.kink_margin(to_double(candidate)) >= 1e-5) x = candidate;
+  }
+  ASSERT_FALSE(x.empty()) << "no seed in 190..209 keeps the ReLUs away from their kinks";
+  const auto expected = reference.gradient(to_double(x), 3, true);
+  // Normalising must change the gradient, or this test would not see it.
+  ASSERT_GT(relative_error(std::vector<float>(expected.begin(), expected.end()), reference.gradient(to_double(x))),
+            0.5);
+
+  auto backend = make_backend("cpu");
+  SingleProcess single;
+  const auto& arch = architecture("vgg19");
+  Tensor style_tensor = backend->allocate(style_shape, Layout::planar);
+  backend->upload(style, style_tensor);
+  const auto targets = [&] {
+    return compute_style_targets(*backend, arch, weights, Pooling::max, settings.style_layers, {&style_tensor},
+                                 {1.0f});
+  };
+  const std::vector<std::string> layers = settings.layers();
+  const int stride = total_stride_for(arch, layers);
+  for (auto [rows, columns] : {std::pair{1, 1}, {2, 2}}) {
+    SCOPED_TRACE(std::to_string(rows) + "x" + std::to_string(columns));
+    TileGrid grid = TileGrid::make(w, h, rows, columns, stride, halo_width_for(arch, layers),
+                                   reduction_block_for(w, h, stride));
+    TiledObjective tiled(*backend, arch, weights, grid, place_tiles(rows * columns, 1), settings, single);
+    tiled.set_content(scatter_boxes(single, content, w, h, tiled.grown_boxes(), tiled.owners()));
+    tiled.set_style_targets(targets());
+    Tensor local = backend->allocate({int(tiled.local_elements()), 1, 1}, Layout::planar);
+    backend->upload(scatter_boxes(single, x, w, h, tiled.owned_boxes(), tiled.owners()), local);
+    Tensor local_gradient = backend->allocate(local.shape(), Layout::planar);
+    tiled.evaluate(local, local_gradient);
+    std::vector<float> gradient_local(local.elements()), gradient(shape.elements());
+    backend->download(local_gradient, gradient_local);
+    tiled.place_local(gradient_local, gradient);
+    EXPECT_LT(relative_error(gradient, expected), 1e-5);
+  }
 }
 
 }  // namespace

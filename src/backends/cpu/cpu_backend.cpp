@@ -262,6 +262,27 @@ double CpuBackend::squared_distance(const Tensor& a, const Tensor& b, const Wind
   return total;
 }
 
+double CpuBackend::window_sum_abs(const Tensor& a, const Window& window) {
+  const Shape& s = a.shape();
+  if (window.x < 0 || window.y < 0 || window.x + window.width > s.width || window.y + window.height > s.height)
+    fail("internal: window_sum_abs window outside the map");
+  if (window.width <= 0 || window.height <= 0) return 0.0;
+  const ElementView pa(a);
+  const bool planar = a.layout() == Layout::planar;
+  const int channel_runs = planar ? s.channels : 1;
+  const std::size_t run_length = planar ? std::size_t(window.width) : std::size_t(window.width) * s.channels;
+  double total = 0.0;
+#pragma omp parallel for collapse(2) reduction(+ : total) schedule(static)
+  for (int c = 0; c < channel_runs; ++c)
+    for (int y = window.y; y < window.y + window.height; ++y) {
+      std::size_t begin = offset_of(s, a.layout(), c, y, window.x);
+      double row = 0.0;
+      for (std::size_t i = begin; i < begin + run_length; ++i) row += std::abs(pa.get(i));
+      total += row;
+    }
+  return total;
+}
+
 void CpuBackend::copy_window(const Tensor& source, const Window& window, Tensor& destination, int x, int y) {
   require_f32(source, "copy_window");
   require_f32(destination, "copy_window");

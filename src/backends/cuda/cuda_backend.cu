@@ -119,6 +119,20 @@ struct SquaredDistanceTerm {
   }
 };
 
+struct WindowAbsTerm {
+  Elements a;
+  int channels, height, width;
+  bool planar;
+  Window window;
+  std::size_t run_length;
+  __device__ double operator()(std::size_t i) const {
+    std::size_t run = i / run_length, k = i % run_length;
+    int c = planar ? int(run / window.height) : 0;
+    int y = window.y + int(run % window.height);
+    return fabs(double(a.get(offset_of(channels, height, width, planar, c, y, window.x) + k)));
+  }
+};
+
 // Gather form, as on the CPU: each pixel collects the terms of the cells it
 // belongs to, so no two threads write one element.
 struct TotalVariationTerm {
@@ -542,6 +556,26 @@ double CudaBackend::squared_distance(const Tensor& a, const Tensor& b, const Win
   const int blocks = reduction_blocks(n);
   reduce_sum<<<blocks, kThreadsPerBlock, 0, stream_>>>(term, n, static_cast<double*>(partials_.get()));
   TESSERA_CUDA_CHECK_LAUNCH("squared_distance");
+  return finish_sum(blocks);
+}
+
+double CudaBackend::window_sum_abs(const Tensor& a, const Window& window) {
+  const Shape& s = a.shape();
+  if (window.x < 0 || window.y < 0 || window.x + window.width > s.width || window.y + window.height > s.height)
+    fail("internal: window_sum_abs window outside the map");
+  if (window.width <= 0 || window.height <= 0) return 0.0;
+  WindowAbsTerm term;
+  term.a = Elements::of(a);
+  term.channels = s.channels;
+  term.height = s.height;
+  term.width = s.width;
+  term.planar = a.layout() == Layout::planar;
+  term.window = window;
+  term.run_length = term.planar ? std::size_t(window.width) : std::size_t(window.width) * s.channels;
+  const std::size_t n = (term.planar ? std::size_t(s.channels) : 1) * window.height * term.run_length;
+  const int blocks = reduction_blocks(n);
+  reduce_sum<<<blocks, kThreadsPerBlock, 0, stream_>>>(term, n, static_cast<double*>(partials_.get()));
+  TESSERA_CUDA_CHECK_LAUNCH("window_sum_abs");
   return finish_sum(blocks);
 }
 

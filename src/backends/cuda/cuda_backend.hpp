@@ -51,6 +51,7 @@ class CudaBackend final : public Backend {
   void copy_window(const Tensor& source, const Window& window, Tensor& destination, int x, int y) override;
 
   double dot(const Tensor& a, const Tensor& b) override;
+  double window_sum_abs(const Tensor& a, const Window& window) override;
   double sum_abs(const Tensor& a) override;
   double max_abs(const Tensor& a) override;
   void fill(Tensor& a, float value) override;
