@@ -17,7 +17,13 @@ struct Scale {
 // feature maps are a few pixels across and their statistics mean little.
 inline constexpr int min_scale_long_side = 64;
 
-// `spec` is "1" (one scale: the output), "N" (N scales, the long side
+// `--scales auto` halves the long side until it is at most this: a render
+// up to this size is one scale, larger ones start here, where the image's
+// composition settles in fewer, cheaper iterations.
+inline constexpr int auto_coarsest_long_side = 1024;
+
+// `spec` is "auto" (as many scales as auto_coarsest_long_side asks, the
+// long side halving), "1" (one scale: the output), "N" (N scales, the long side
 // halving from the output's towards the coarsest), or a list of long sides
 // "512,1024,2048" in increasing order (the output's own size is added when
 // the list stops short of it). Coarser scales keep the output's aspect

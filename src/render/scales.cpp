@@ -26,7 +26,11 @@ std::vector<Scale> plan_scales(const std::string& spec, int width, int height, i
   if (iterations < 1) fail("--iterations must be at least 1, got ", iterations);
   const int long_side = std::max(width, height);
   std::vector<int> sides;
-  if (spec.find(',') == std::string::npos) {
+  if (spec == "auto") {
+    int count = 1;
+    while (std::ldexp(double(long_side), -(count - 1)) > auto_coarsest_long_side) ++count;
+    for (int k = count - 1; k >= 0; --k) sides.push_back(int(std::lround(std::ldexp(double(long_side), -k))));
+  } else if (spec.find(',') == std::string::npos) {
     const int count = parse_positive(spec.empty() ? "1" : spec, "number of scales or list of sizes");
     // One number: a count of scales, or a single long side when it is too
     // large to be one (--scales 1024 renders 1024 px, then the output).

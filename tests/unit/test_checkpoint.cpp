@@ -237,6 +237,23 @@ TEST(Scales, CountHalvesTheSizeAndTheIterations) {
   EXPECT_EQ(iterations, (std::vector<int>{800, 400, 200, 100}));
 }
 
+TEST(Scales, AutoStartsAtMost1024PixelsAcross) {
+  auto long_sides = [](const std::vector<Scale>& scales) {
+    std::vector<int> sides;
+    for (const auto& s : scales) sides.push_back(std::max(s.width, s.height));
+    return sides;
+  };
+  EXPECT_EQ(long_sides(plan_scales("auto", 512, 384, 100)), (std::vector<int>{512}));
+  EXPECT_EQ(long_sides(plan_scales("auto", 1024, 768, 100)), (std::vector<int>{1024}));
+  EXPECT_EQ(long_sides(plan_scales("auto", 1025, 768, 100)), (std::vector<int>{513, 1025}));
+  EXPECT_EQ(long_sides(plan_scales("auto", 1920, 1080, 100)), (std::vector<int>{960, 1920}));
+  EXPECT_EQ(long_sides(plan_scales("auto", 7680, 4320, 100)), (std::vector<int>{960, 1920, 3840, 7680}));
+  auto print = plan_scales("auto", 7200, 10800, 400);  // portrait 24x36 in at 300 dpi
+  EXPECT_EQ(long_sides(print), (std::vector<int>{675, 1350, 2700, 5400, 10800}));
+  EXPECT_EQ(print.front().iterations, 400);
+  EXPECT_EQ(print.back().iterations, 25);
+}
+
 TEST(Scales, ListOfLongSidesEndsAtTheOutput) {
   auto scales = plan_scales("512,1024", 3000, 2000, 100, {});
   ASSERT_EQ(scales.size(), 3u);
