@@ -55,8 +55,10 @@ std::optional<double> parse_decimal(std::string_view digits) {
 }
 
 int checked_side(std::string_view text, long long side_px, std::string_view what) {
-  if (side_px < 1 || side_px > max_side_px)
-    reject(text, std::string(what) + " of " + std::to_string(side_px) + " px is out of range");
+  // Too large to parse arrives as max_side_px + 1: say the limit, not that number.
+  if (side_px > max_side_px)
+    reject(text, std::string(what) + " is larger than " + std::to_string(max_side_px) + " px");
+  if (side_px < 1) reject(text, std::string(what) + " of " + std::to_string(side_px) + " px is out of range");
   return int(side_px);
 }
 

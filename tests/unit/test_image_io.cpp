@@ -164,8 +164,45 @@ void expect_float_bit_exact(const fs::path& path, int write_bits) {
     ASSERT_EQ(read.pixels[i], original.pixels[i]) << "value " << i;
 }
 
-TEST(ImageRoundTrip, ExrDefaultsToFloatAndIsBitExact) {
-  expect_float_bit_exact(tessera::testing::scratch_dir() / "out.exr", 0);
+// OpenEXR holds linear light: written through the sRGB decoding, read back
+// through its inverse, within a few float roundings of what was written.
+TEST(ImageRoundTrip, ExrHoldsLinearLightAndRoundTrips) {
+  const fs::path path = tessera::testing::scratch_dir() / "out.exr";
+  Image original = seeded_image(41, 19, 12, -0.5f, 2.5f);
+  original.at(0, 0, 0) = 1e-30f;
+  original.at(1, 0, 0) = 12345.678f;
+  original.at(0, 0, 2) = 0.5f;   // channel 0 of pixels 2 and 3 of the first row
+  original.at(0, 0, 3) = -0.5f;
+  tessera::io::write_image(path, original);
+
+  // What is in the file, read without tessera: linear values in float,
+  // tagged as such, from the sRGB transfer function computed here in double.
+  auto input = OIIO::ImageInput::open(path.string());
+  ASSERT_TRUE(input) << OIIO::geterror();
+  EXPECT_EQ(input->spec().format, OIIO::TypeDesc::FLOAT);
+  EXPECT_EQ(input->spec().get_string_attribute("oiio:ColorSpace"), "Linear");
+  std::vector<float> stored(std::size_t(original.width) * original.height * 3);
+  ASSERT_TRUE(input->read_image(0, 0, 0, 3, OIIO::TypeDesc::FLOAT, stored.data()));
+  input->close();
+  auto decode = [](double v) {
+    double a = std::abs(v);
+    return std::copysign(a <= 0.04045 ? a / 12.92 : std::pow((a + 0.055) / 1.055, 2.4), v);
+  };
+  for (int y = 0; y < original.height; ++y)
+    for (int x = 0; x < original.width; ++x)
+      for (int c = 0; c < 3; ++c) {
+        double want = decode(original.at(c, y, x));
+        ASSERT_NEAR(stored[(std::size_t(y) * original.width + x) * 3 + c], want, std::abs(want) * 1e-6 + 1e-38)
+            << c << " " << y << " " << x;
+      }
+  EXPECT_NEAR(stored[2 * 3], 0.21404114, 1e-7);  // sRGB 0.5 is 21.4 % of the light
+  EXPECT_NEAR(stored[3 * 3], -0.21404114, 1e-7);
+
+  Image read = tessera::io::read_image(path);
+  ASSERT_EQ(read.width, original.width);
+  ASSERT_EQ(read.height, original.height);
+  for (std::size_t i = 0; i < original.pixels.size(); ++i)
+    ASSERT_NEAR(read.pixels[i], original.pixels[i], std::abs(original.pixels[i]) * 1e-6f + 1e-38f) << "value " << i;
 }
 
 TEST(ImageRoundTrip, FloatTiffIsBitExact) {
@@ -180,7 +217,7 @@ TEST(ImageRoundTrip, HalfExrIsWithinHalfPrecision) {
   // Half has an 11-bit significand: relative error at most 2^-11 after rounding.
   for (std::size_t i = 0; i < original.pixels.size(); ++i)
     ASSERT_NEAR(read.pixels[i], original.pixels[i],
-                std::abs(original.pixels[i]) * 0x1p-11f + 1e-7f);
+                std::abs(original.pixels[i]) * 0x1p-11f + 1e-6f);
   // And it really is half, not float: some value must have changed.
   EXPECT_NE(read.pixels, original.pixels);
   EXPECT_LT(fs::file_size(path), 16u * 16u * 3u * 4u);
@@ -677,6 +714,40 @@ TEST(SharedImages, StarryNightCropAndEscherHaveTheirKnownSizes) {
   EXPECT_GE(*low, 0.0f);
   EXPECT_LE(*high, 1.0f);
   EXPECT_LT(*low, *high);  // not blank
+}
+
+// --fit: a 4:3 image meeting a 16:9 output, cropped (centred) or padded
+// (centred, black), every pixel where it belongs.
+TEST(ImageFit, CropAndPadKeepTheCentreAtTheImagesOwnResolution) {
+  Image image(8, 6);
+  for (int c = 0; c < 3; ++c)
+    for (int y = 0; y < 6; ++y)
+      for (int x = 0; x < 8; ++x) image.at(c, y, x) = float(100 * c + 10 * y + x);
+  using tessera::io::Fit;
+  using tessera::io::fit_aspect;
+  Image cropped = fit_aspect(image, 1920, 1080, Fit::crop);  // 8 x 4.5 -> 8 x 5 (rounded), rows 0..4
+  ASSERT_EQ(cropped.width, 8);
+  ASSERT_EQ(cropped.height, 5);
+  for (int c = 0; c < 3; ++c)
+    for (int y = 0; y < 5; ++y)
+      for (int x = 0; x < 8; ++x) ASSERT_EQ(cropped.at(c, y, x), image.at(c, y, x)) << c << y << x;
+  Image tall_crop = fit_aspect(image, 600, 1200, Fit::crop);  // 1:2 -> 3 x 6, columns 2..4
+  ASSERT_EQ(tall_crop.width, 3);
+  ASSERT_EQ(tall_crop.height, 6);
+  EXPECT_EQ(tall_crop.at(1, 3, 0), image.at(1, 3, 2));
+  Image padded = fit_aspect(image, 1920, 1080, Fit::pad);  // 10.67 x 6 -> 11 x 6, one black column left
+  ASSERT_EQ(padded.width, 11);
+  ASSERT_EQ(padded.height, 6);
+  for (int c = 0; c < 3; ++c)
+    for (int y = 0; y < 6; ++y) {
+      EXPECT_EQ(padded.at(c, y, 0), 0.0f);
+      for (int x = 0; x < 8; ++x) ASSERT_EQ(padded.at(c, y, 1 + x), image.at(c, y, x));
+      EXPECT_EQ(padded.at(c, y, 9), 0.0f);
+      EXPECT_EQ(padded.at(c, y, 10), 0.0f);
+    }
+  EXPECT_EQ(fit_aspect(image, 1920, 1080, Fit::stretch).pixels, image.pixels);
+  EXPECT_EQ(fit_aspect(image, 800, 600, Fit::crop).pixels, image.pixels);  // the same shape
+  EXPECT_THROW(tessera::io::parse_fit("squash"), tessera::Error);
 }
 
 }  // namespace

@@ -107,7 +107,11 @@ TEST(ParseSize, RejectsEverythingElseListingTheAcceptedForms) {
 }
 
 TEST(ParseSize, OutOfRangeSaysWhy) {
-  EXPECT_NE(error_for("65537").find("out of range"), std::string::npos);
+  EXPECT_NE(error_for("65537").find("larger than 65536 px"), std::string::npos);
+  // Too large for any integer: the limit, not a number it never was.
+  const std::string huge = error_for("99999999999999999999");
+  EXPECT_NE(huge.find("larger than 65536 px"), std::string::npos) << huge;
+  EXPECT_EQ(huge.find("65537"), std::string::npos) << huge;
   EXPECT_NE(error_for("0").find("out of range"), std::string::npos);
   EXPECT_NE(error_for("-5").find("positive"), std::string::npos);
 }

@@ -63,6 +63,15 @@ Image read_image(const std::filesystem::path& path);
 // of `image` unchanged. Sizes must be positive.
 Image resize_image(const Image& image, int width_px, int height_px);
 
+// How an image meets an output of another aspect ratio: cut to it (centred),
+// extended to it with black borders (centred), or stretched.
+enum class Fit { crop, pad, stretch };
+Fit parse_fit(const std::string& text);  // "crop" | "pad" | "stretch", else tessera::Error
+// The image at its own resolution, cropped or padded to the aspect ratio of
+// width_px x height_px (the other side rounded to nearest); unchanged for
+// stretch, or when the aspect already matches to the pixel.
+Image fit_aspect(const Image& image, int width_px, int height_px, Fit fit);
+
 // ---------------------------------------------------------------- writing
 //
 // The format follows the extension (case-insensitive):
@@ -101,6 +110,12 @@ struct WriteOptions {
 
 void write_image(const std::filesystem::path& path, const Image& image,
                  const WriteOptions& options = {});
+
+// Everything write_image would refuse that can be known before there is an
+// image (format, bit depth, a missing folder, a folder named as the output)
+// and whether the folder takes a new file (one is created and removed):
+// checked before a render that may take hours. Throws tessera::Error.
+void check_output(const std::filesystem::path& path, const WriteOptions& options = {});
 
 // The extensions write_image accepts, for messages and command-line help.
 const std::vector<std::string>& supported_output_extensions();

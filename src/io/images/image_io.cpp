@@ -11,7 +11,10 @@
 #include <algorithm>
 #include <atomic>
 #include <cctype>
+#include <cmath>
 #include <cstdint>
+#include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <string_view>
@@ -46,17 +49,12 @@ std::string oiio_message(std::string message) {
   return one_line;
 }
 
-std::string source_location(const char* file, int line) {
-  return fs::path(file).filename().string() + ":" + std::to_string(line);
-}
-
 // Checked OpenImageIO call: `call` returns false on failure and `object` holds
-// the message. `context` says what was being done, for the user.
-#define TESSERA_OIIO_CHECK(call, object, context)                                          \
-  do {                                                                                     \
-    if (!(call))                                                                           \
-      ::tessera::fail(context, ": ", oiio_message((object).geterror()), " (", #call, ", ", \
-                      source_location(__FILE__, __LINE__), ")");                           \
+// the message. The user reads it: what was being done (`context`) and
+// OpenImageIO's reason, not the call or a source line.
+#define TESSERA_OIIO_CHECK(call, object, context)                              \
+  do {                                                                         \
+    if (!(call)) ::tessera::fail(context, ": ", oiio_message((object).geterror())); \
   } while (false)
 
 std::string lowercase(std::string text) {
@@ -205,6 +203,30 @@ fs::path temporary_path_for(const fs::path& target) {
   return target.parent_path() / name;
 }
 
+// The sRGB transfer function and its inverse, odd-symmetric so that values
+// outside [0,1] (a render's overshoot) map one to one.
+float srgb_to_linear(float encoded) {
+  const double v = std::abs(double(encoded));
+  const double linear = v <= 0.04045 ? v / 12.92 : std::pow((v + 0.055) / 1.055, 2.4);
+  return float(std::copysign(linear, double(encoded)));
+}
+
+float linear_to_srgb(float linear) {
+  const double v = std::abs(double(linear));
+  const double encoded = v <= 0.0031308 ? v * 12.92 : 1.055 * std::pow(v, 1.0 / 2.4) - 0.055;
+  return float(std::copysign(encoded, double(linear)));
+}
+
+// Whether a file's values are linear light: OpenEXR's convention unless the
+// file says sRGB, and a float file of another format that says linear.
+bool holds_linear_values(const OIIO::ImageInput& input, const OIIO::ImageSpec& spec) {
+  const std::string space = lowercase(spec.get_string_attribute("oiio:ColorSpace"));
+  if (space == "srgb") return false;
+  if (std::string_view(input.format_name()) == "openexr") return true;
+  const bool floating = spec.format.basetype == OIIO::TypeDesc::FLOAT || spec.format.basetype == OIIO::TypeDesc::HALF;
+  return floating && (space == "linear" || space == "scene_linear" || space == "lin_rec709");
+}
+
 void write_pixels(const fs::path& temporary, const Image& image, const FormatRules& rules, int bits,
                   const WriteOptions& options, const std::string& context) {
   OIIO::TypeDesc file_type =
@@ -219,6 +241,10 @@ void write_pixels(const fs::path& temporary, const Image& image, const FormatRul
       for (const auto& [key, value] : options.metadata)
         spec.attribute(std::string(attribute_prefix) + key, value);
   }
+  // Images are sRGB-encoded inside tessera; OpenEXR files hold linear light
+  // (what every tool that reads them assumes), the others sRGB, as tagged.
+  const bool linear = rules.format == Format::exr;
+  spec.attribute("oiio:ColorSpace", linear ? "Linear" : "sRGB");
   switch (rules.format) {
     case Format::jpeg:
       spec.attribute("Compression", "jpeg:" + std::to_string(options.jpeg_quality));
@@ -246,6 +272,8 @@ void write_pixels(const fs::path& temporary, const Image& image, const FormatRul
     TESSERA_OIIO_CHECK(output->write_image(OIIO::TypeDesc::UINT16, codes.data()), *output, context);
   } else {
     auto values = interleave(image);
+    if (linear)
+      for (float& value : values) value = srgb_to_linear(value);
     TESSERA_OIIO_CHECK(output->write_image(OIIO::TypeDesc::FLOAT, values.data()), *output, context);
   }
   TESSERA_OIIO_CHECK(output->close(), *output, context);
@@ -284,6 +312,8 @@ ImageReadResult read_image_with_notes(const fs::path& path) {
   TESSERA_OIIO_CHECK(
       input->read_image(0, 0, 0, colour_channels, OIIO::TypeDesc::FLOAT, interleaved.data()),
       *input, context);
+  if (holds_linear_values(*input, spec))
+    for (float& value : interleaved) value = linear_to_srgb(value);
   TESSERA_OIIO_CHECK(input->close(), *input, context);
 
   Image& image = result.image;
@@ -336,6 +366,33 @@ Image resize_image(const Image& image, int width_px, int height_px) {
   return resized;
 }
 
+Fit parse_fit(const std::string& text) {
+  if (text == "crop") return Fit::crop;
+  if (text == "pad") return Fit::pad;
+  if (text == "stretch") return Fit::stretch;
+  fail("--fit must be crop, pad or stretch, got '", text, "'");
+}
+
+Image fit_aspect(const Image& image, int width_px, int height_px, Fit fit) {
+  if (width_px <= 0 || height_px <= 0) fail("internal: fit_aspect to ", width_px, "x", height_px);
+  if (fit == Fit::stretch) return image;
+  const double aspect = double(width_px) / height_px;
+  const bool wider = double(image.width) / image.height > aspect;
+  // crop: the side that is too long shrinks; pad: the other one grows.
+  int w = image.width, h = image.height;
+  if (wider == (fit == Fit::crop)) w = std::max(1, int(std::lround(image.height * aspect)));
+  else h = std::max(1, int(std::lround(image.width / aspect)));
+  if (w == image.width && h == image.height) return image;
+  Image result(w, h);  // black where nothing is copied
+  const int copy_w = std::min(w, image.width), copy_h = std::min(h, image.height);
+  const int from_x = (image.width - copy_w) / 2, from_y = (image.height - copy_h) / 2;
+  const int to_x = (w - copy_w) / 2, to_y = (h - copy_h) / 2;
+  for (int c = 0; c < 3; ++c)
+    for (int y = 0; y < copy_h; ++y)
+      for (int x = 0; x < copy_w; ++x) result.at(c, to_y + y, to_x + x) = image.at(c, from_y + y, from_x + x);
+  return result;
+}
+
 // ------------------------------------------------------------------ writing
 
 const std::vector<std::string>& supported_output_extensions() {
@@ -344,10 +401,13 @@ const std::vector<std::string>& supported_output_extensions() {
   return extensions;
 }
 
-void write_image(const fs::path& path, const Image& image, const WriteOptions& options) {
-  const std::string context = "cannot write output " + quoted(path);
-  const FormatRules& rules = rules_for_extension(path, context);
+namespace {
 
+// What can be known about writing `path` without the image: the format,
+// the bit depth, the folder. Returns the format's rules and the bits.
+std::pair<const FormatRules*, int> check_output_settings(const fs::path& path, const WriteOptions& options,
+                                                          const std::string& context) {
+  const FormatRules& rules = rules_for_extension(path, context);
   const int bits = options.bits == 0 ? rules.default_bits : options.bits;
   if (std::find(rules.allowed_bits.begin(), rules.allowed_bits.end(), bits) ==
       rules.allowed_bits.end()) {
@@ -359,15 +419,38 @@ void write_image(const fs::path& path, const Image& image, const WriteOptions& o
   }
   if (rules.format == Format::jpeg && (options.jpeg_quality < 1 || options.jpeg_quality > 100))
     fail(context, ": JPEG quality ", options.jpeg_quality, " is outside 1..100");
-  if (image.width <= 0 || image.height <= 0 || image.pixels.size() != 3 * image.plane_size())
-    fail(context, ": the image is empty or malformed (", image.width, "x", image.height, ", ",
-         image.pixels.size(), " values)");
   for (const auto& entry : options.metadata) check_metadata_key(entry.first, context);
-
   const fs::path folder = path.parent_path().empty() ? fs::path(".") : path.parent_path();
   std::error_code error;
   if (!fs::is_directory(folder, error))
     fail(context, ": folder ", quoted(folder), " does not exist");
+  if (fs::is_directory(path, error)) fail(context, ": it is a folder");
+  return {&rules, bits};
+}
+
+}  // namespace
+
+void check_output(const fs::path& path, const WriteOptions& options) {
+  const std::string context = "cannot write output " + quoted(path);
+  check_output_settings(path, options, context);
+  // The folder must take a new file, as the finished image will be one
+  // written beside the target and renamed over it.
+  const fs::path probe = temporary_path_for(path);
+  std::FILE* file = std::fopen(probe.c_str(), "wbx");
+  if (!file) fail(context, ": cannot create a file in its folder: ", std::strerror(errno));
+  std::fclose(file);
+  std::error_code ignored;
+  fs::remove(probe, ignored);
+}
+
+void write_image(const fs::path& path, const Image& image, const WriteOptions& options) {
+  const std::string context = "cannot write output " + quoted(path);
+  auto [rules_pointer, bits] = check_output_settings(path, options, context);
+  const FormatRules& rules = *rules_pointer;
+  if (image.width <= 0 || image.height <= 0 || image.pixels.size() != 3 * image.plane_size())
+    fail(context, ": the image is empty or malformed (", image.width, "x", image.height, ", ",
+         image.pixels.size(), " values)");
+  std::error_code error;
 
   const fs::path temporary = temporary_path_for(path);
   try {
