@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs every dependency from Debian 12's packages, then configures and
 # builds tessera in ./build. Run as root (or with sudo) on a fresh machine:
-#   tools/bootstrap.sh            # install + build
-#   TESSERA_SKIP_APT=1 tools/bootstrap.sh   # build only
+#   tools/bootstrap.sh            # install + build, and tessera into /usr/local/bin
+#   TESSERA_SKIP_APT=1 tools/bootstrap.sh   # build (and install) only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,3 +36,15 @@ fi
 jobs=$(nproc)
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j "$jobs"
+
+# `tessera` on PATH (the Slurm scripts and the README's later commands run
+# it by name): /usr/local/bin, or TESSERA_PREFIX/bin; TESSERA_SKIP_INSTALL=1
+# leaves it in build/src/cli only.
+if [[ -z "${TESSERA_SKIP_INSTALL:-}" ]]; then
+  prefix=${TESSERA_PREFIX:-/usr/local}
+  if [[ -w $prefix || -w $(dirname "$prefix") ]]; then
+    cmake --install build --prefix "$prefix"
+  else
+    sudo cmake --install build --prefix "$prefix"
+  fi
+fi

@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
 # Downloads the pretrained backbones neural-style and neural-style-pt use,
-# checks them, and converts each into tessera's HDF5 weight file.
+# checks them, and imports each into tessera's weights folder under the name
+# `--weights` and the render's default look for: vgg19.h5, vgg16.h5, nin.h5.
 #
-#   tools/fetch-models.sh [DOWNLOAD_DIR]        (default: models/downloads)
+#   tools/fetch-models.sh [WEIGHTS_DIR]   (default: $TESSERA_WEIGHTS_DIR, else models)
+#
+# Each model has several sources (the original caffemodel first, then
+# neural-style-pt's conversion of the same weights); the first that
+# downloads and checks is imported, the others are not fetched. A file
+# already in the download folder is used as it is (checked the same way).
 #
 # Environment:
 #   TESSERA              the tessera executable (default: tessera on PATH, else
 #                        build/src/cli/tessera)
-#   TESSERA_WEIGHTS_DIR  where the .h5 files go (default: models)
+#   DOWNLOAD_DIR         where the downloads go (default: WEIGHTS_DIR/downloads)
 #   FETCH_ONLY=1         download and verify, do not import
-#   ONLY="a b"           only these files (names as in the table below)
+#   ONLY="vgg19 nin"     only these models (vgg19, vgg16, nin)
 #   NIN_CAFFEMODEL_URL   another source for nin_imagenet_conv.caffemodel (its
 #                        home is a Google Drive folder; see below)
 #
@@ -21,8 +27,8 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-download_dir=${1:-models/downloads}
-weights_dir=${TESSERA_WEIGHTS_DIR:-models}
+weights_dir=${1:-${TESSERA_WEIGHTS_DIR:-models}}
+download_dir=${DOWNLOAD_DIR:-$weights_dir/downloads}
 
 if [[ -n "${TESSERA:-}" ]]; then
   tessera=$TESSERA
@@ -32,21 +38,23 @@ else
   tessera=build/src/cli/tessera
 fi
 
-# name | model | full sha256 ("-" = none published) | sha256 prefix in the name ("-" = none) | URLs (first that works)
+# model | file name | full sha256 ("-" = none published) | sha256 prefix in the name ("-" = none) | URLs (first that works)
+# A model's sources are tried in this order.
 # Sources:
 #  - Oxford VGG's Caffe releases, as neural-style's models/download_models.sh fetches them.
 #  - nin_imagenet_conv.caffemodel: the Caffe Model Zoo's NIN-Imagenet entry points to the
 #    Google Drive folder 0B0IedYUunOQINEFtUi1QNWVhVVU; the file id below is the model in it.
 #  - neural-style-pt's models/download_models.py: Justin Johnson's converted caffemodels
 #    (with an S3 mirror) and ProGamerGov/pytorch-nin's nin_imagenet.pth.
-models=(
-  "VGG_ILSVRC_19_layers.caffemodel|vgg19|-|-|http://www.robots.ox.ac.uk/~vgg/software/very_deep/caffe/VGG_ILSVRC_19_layers.caffemodel"
-  "VGG_ILSVRC_16_layers.caffemodel|vgg16|-|-|http://www.robots.ox.ac.uk/~vgg/software/very_deep/caffe/VGG_ILSVRC_16_layers.caffemodel"
-  "nin_imagenet_conv.caffemodel|nin|-|-|${NIN_CAFFEMODEL_URL:-https://drive.google.com/uc?export=download&id=0B0IedYUunOQIdGRWOG5kRXpldFk}"
-  "vgg19-d01eb7cb.pth|vgg19|-|d01eb7cb|https://web.eecs.umich.edu/~justincj/models/vgg19-d01eb7cb.pth https://s3-us-west-2.amazonaws.com/jcjohns-models/vgg19-d01eb7cb.pth"
-  "vgg16-00b39a1b.pth|vgg16|-|00b39a1b|https://web.eecs.umich.edu/~justincj/models/vgg16-00b39a1b.pth https://s3-us-west-2.amazonaws.com/jcjohns-models/vgg16-00b39a1b.pth"
-  "nin_imagenet.pth|nin|-|-|https://raw.githubusercontent.com/ProGamerGov/pytorch-nin/master/nin_imagenet.pth"
+sources=(
+  "vgg19|VGG_ILSVRC_19_layers.caffemodel|-|-|http://www.robots.ox.ac.uk/~vgg/software/very_deep/caffe/VGG_ILSVRC_19_layers.caffemodel"
+  "vgg19|vgg19-d01eb7cb.pth|-|d01eb7cb|https://web.eecs.umich.edu/~justincj/models/vgg19-d01eb7cb.pth https://s3-us-west-2.amazonaws.com/jcjohns-models/vgg19-d01eb7cb.pth"
+  "vgg16|VGG_ILSVRC_16_layers.caffemodel|-|-|http://www.robots.ox.ac.uk/~vgg/software/very_deep/caffe/VGG_ILSVRC_16_layers.caffemodel"
+  "vgg16|vgg16-00b39a1b.pth|-|00b39a1b|https://web.eecs.umich.edu/~justincj/models/vgg16-00b39a1b.pth https://s3-us-west-2.amazonaws.com/jcjohns-models/vgg16-00b39a1b.pth"
+  "nin|nin_imagenet_conv.caffemodel|-|-|${NIN_CAFFEMODEL_URL:-https://drive.google.com/uc?export=download&id=0B0IedYUunOQIdGRWOG5kRXpldFk}"
+  "nin|nin_imagenet.pth|-|-|https://raw.githubusercontent.com/ProGamerGov/pytorch-nin/master/nin_imagenet.pth"
 )
+models=(vgg19 vgg16 nin)
 
 log() { printf '%s\n' "$*" >&2; }
 
@@ -132,28 +140,39 @@ if [[ -z "${FETCH_ONLY:-}" && ! -x $tessera ]] && ! command -v "$tessera" >/dev/
   exit 1
 fi
 
+for wanted in ${ONLY:-}; do
+  [[ " ${models[*]} " == *" $wanted "* ]] || { log "error: ONLY: unknown model '$wanted' (one of: ${models[*]})"; exit 2; }
+done
+
 failed=()
-for entry in "${models[@]}"; do
-  IFS='|' read -r name model full prefix urls <<<"$entry"
-  if [[ -n "${ONLY:-}" && " $ONLY " != *" $name "* ]]; then
+for model in "${models[@]}"; do
+  if [[ -n "${ONLY:-}" && " $ONLY " != *" $model "* ]]; then
     continue
   fi
-  # shellcheck disable=SC2086  # the URL list splits on spaces on purpose
-  if ! fetch_one "$name" "$full" "$prefix" $urls; then
-    failed+=("$name (download)")
-    continue
-  fi
-  [[ -n "${FETCH_ONLY:-}" ]] && continue
-  output="$weights_dir/${name%.*}.h5"
-  log "$name: importing as $model -> $output"
-  if ! "$tessera" models import "$download_dir/$name" --arch "$model" -o "$output"; then
-    failed+=("$name (import)")
-  fi
+  output="$weights_dir/$model.h5"
+  done_model=""
+  for entry in "${sources[@]}"; do
+    IFS='|' read -r source_model name full prefix urls <<<"$entry"
+    [[ $source_model == "$model" ]] || continue
+    # shellcheck disable=SC2086  # the URL list splits on spaces on purpose
+    fetch_one "$name" "$full" "$prefix" $urls || continue
+    if [[ -n "${FETCH_ONLY:-}" ]]; then
+      done_model=yes
+      break
+    fi
+    log "$name: importing as $model -> $output"
+    if "$tessera" models import "$download_dir/$name" --arch "$model" -o "$output"; then
+      done_model=yes
+      break
+    fi
+    log "warning: $name: import failed"
+  done
+  [[ -n $done_model ]] || failed+=("$model")
 done
 
 if ((${#failed[@]})); then
-  log "failed: ${failed[*]}"
-  if [[ " ${failed[*]} " == *"nin_imagenet_conv.caffemodel (download)"* ]]; then
+  log "failed: ${failed[*]} (no source downloaded and imported)"
+  if [[ " ${failed[*]} " == *" nin "* ]]; then
     log "nin_imagenet_conv.caffemodel lives in a Google Drive folder"
     log "(https://drive.google.com/folderview?id=0B0IedYUunOQINEFtUi1QNWVhVVU); download it by hand"
     log "into $download_dir, or set NIN_CAFFEMODEL_URL, and run this script again."

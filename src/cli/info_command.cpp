@@ -1,5 +1,6 @@
 #include <H5public.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <mpi.h>
 #include <oneapi/dnnl/dnnl.hpp>
 
@@ -45,7 +46,9 @@ Command add_info_command(CLI::App& app) {
 #endif
     fmt::print("HDF5: {}.{}.{} ({})\n", major, minor, release, flavour);
     fmt::print("OpenImageIO: {}\n", OIIO_VERSION_STRING);
-    fmt::print("weights folder: {}\n", default_weights_folder());
+    std::vector<std::string> folders;
+    for (const auto& folder : weights_search_folders()) folders.push_back(folder.string());
+    fmt::print("weights folders (searched in order; import writes to the first): {}\n", fmt::join(folders, ", "));
     return 0;
   };
 }

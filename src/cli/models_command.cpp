@@ -18,6 +18,17 @@ std::string default_weights_folder() {
   return set && *set ? set : "models";
 }
 
+std::vector<std::filesystem::path> weights_search_folders() {
+  std::vector<std::filesystem::path> folders{default_weights_folder()};
+  const char* set = std::getenv("TESSERA_WEIGHTS_DIR");
+  if (set && *set) return folders;
+  const char* data_home = std::getenv("XDG_DATA_HOME");
+  const char* home = std::getenv("HOME");
+  if (data_home && *data_home) folders.push_back(std::filesystem::path(data_home) / "tessera" / "models");
+  else if (home && *home) folders.push_back(std::filesystem::path(home) / ".local" / "share" / "tessera" / "models");
+  return folders;
+}
+
 namespace {
 
 struct ImportArguments {
@@ -69,7 +80,15 @@ int run_list(const std::string& folder) {
       fmt::print("{:<24} unreadable: {}\n", f.name, f.problem);
       continue;
     }
-    fmt::print("{:<24} {:<6} {:>5} {:<12} {:>10.1f}  {}\n", f.name, f.architecture, f.conv_count, f.deepest_conv,
+    // The deepest layer a render can use, named as import and render name it.
+    std::string deepest = f.deepest_conv;
+    try {
+      WeightSet counted;
+      counted.convs.resize(std::size_t(f.conv_count));
+      deepest = deepest_available_layer(architecture(f.architecture), counted);
+    } catch (const Error&) {
+    }
+    fmt::print("{:<24} {:<6} {:>5} {:<12} {:>10.1f}  {}\n", f.name, f.architecture, f.conv_count, deepest,
                double(f.size_bytes) / (1024.0 * 1024.0), f.source);
   }
   return 0;

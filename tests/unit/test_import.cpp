@@ -3,6 +3,7 @@
 // variants written here at run time, and the real vgg_r31.pth when present.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -14,6 +15,7 @@
 #include "io/weights/importers.hpp"
 #include "support/test_support.hpp"
 #include "tessera/error.hpp"
+#include "tessera/io/image_io.hpp"
 #include "tessera/io/import.hpp"
 #include "tessera/io/weights_file.hpp"
 #include "tessera/model.hpp"
@@ -488,18 +490,23 @@ TEST(ImportCaffe, NewLayersWithBlobShapes) {
   EXPECT_EQ(result.weights.convs[0].weight, uniform_vector(31, 1728, -1, 1));
 }
 
-TEST(ImportCaffe, V0LayersAndNinNames) {
-  auto dir = tessera::testing::scratch_dir();
+// A V0-format net (NIN's format) with NIN's conv1.
+Bytes v0_nin_net() {
   Proto v0;
   v0.text(1, "conv1").text(2, "conv");
-  Proto weight;  // V0 blobs are field 50
+  // V0 blobs are field 50
   v0.message(50, legacy_blob(96, 3, 11, 11, uniform_vector(41, 96 * 3 * 121, -1, 1)));
   v0.message(50, legacy_blob(1, 1, 1, 96, uniform_vector(42, 96, -1, 1)));
   Proto v1;
   v1.message(1, v0.bytes);
   Proto net;
   net.message(2, v1.bytes);
-  auto result = import_weights(write_bytes(dir / "nin.caffemodel", net.bytes));
+  return net.bytes;
+}
+
+TEST(ImportCaffe, V0LayersAndNinNames) {
+  auto dir = tessera::testing::scratch_dir();
+  auto result = import_weights(write_bytes(dir / "nin.caffemodel", v0_nin_net()));
   EXPECT_EQ(result.weights.architecture, "nin");
   ASSERT_EQ(result.weights.convs.size(), 1u);
   EXPECT_EQ(result.weights.convs[0].name, "conv1");
@@ -571,6 +578,47 @@ TEST(ImportBroken, RandomDamageNeverCrashes) {
       if (message != "(no error)") ++refused;
     }
     EXPECT_GT(refused, 0) << name;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// tools/fetch-models.sh without a network: stand-ins for the first source of
+// each model already in its download folder. What it imports must be what
+// `--weights NAME` and the render's default look for.
+
+TEST(FetchModels, ImportsEachModelUnderTheNameRendersLookFor) {
+  auto dir = tessera::testing::scratch_dir();
+  const fs::path models = dir / "models", downloads = models / "downloads";
+  fs::create_directories(downloads);
+  write_bytes(downloads / "VGG_ILSVRC_19_layers.caffemodel", v1_vgg_net());
+  write_bytes(downloads / "VGG_ILSVRC_16_layers.caffemodel", v1_vgg_net());
+  write_bytes(downloads / "nin_imagenet_conv.caffemodel", v0_nin_net());
+  const fs::path script = tessera::testing::fixture_dir() / ".." / ".." / "tools" / "fetch-models.sh";
+  ASSERT_TRUE(fs::exists(script)) << script;
+  const std::string command = "TESSERA='" + tessera::testing::tessera_binary().string() + "' bash '" +
+                              script.string() + "' '" + models.string() + "' > '" + (dir / "fetch.log").string() +
+                              "' 2>&1 < /dev/null";
+  const int status = std::system(command.c_str());
+  std::ifstream log_file(dir / "fetch.log");
+  const std::string log((std::istreambuf_iterator<char>(log_file)), std::istreambuf_iterator<char>());
+  ASSERT_EQ(status, 0) << log;
+  std::vector<std::string> imported;
+  for (const auto& entry : fs::directory_iterator(models))
+    if (entry.path().extension() == ".h5") imported.push_back(entry.path().filename().string());
+  std::sort(imported.begin(), imported.end());
+  EXPECT_EQ(imported, (std::vector<std::string>{"nin.h5", "vgg16.h5", "vgg19.h5"})) << log;
+  EXPECT_EQ(log.find("downloading"), std::string::npos) << "a stand-in was downloaded again:\n" << log;
+
+  // A render in `dir` finds them in ./models: the default (vgg19) and by name.
+  tessera::Image image(40, 32);
+  for (std::size_t i = 0; i < image.pixels.size(); ++i) image.pixels[i] = float(i % 7) / 7.0f;
+  tessera::io::write_image(dir / "in.png", image);
+  const std::string render = "render --content in.png --style in.png --size 32 --dry-run";
+  for (const std::string& weights : {std::string(), std::string("vgg19"), std::string("vgg16"), std::string("nin")}) {
+    SCOPED_TRACE(weights.empty() ? "default weights" : weights);
+    auto run = tessera::testing::run_tessera(render + (weights.empty() ? "" : " --weights " + weights), dir);
+    EXPECT_EQ(run.exit_code, 0) << run.output;
+    EXPECT_NE(run.output.find((weights.empty() ? "vgg19" : weights) + ".h5"), std::string::npos) << run.output;
   }
 }
 
