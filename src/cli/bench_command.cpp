@@ -17,6 +17,7 @@
 #include <sstream>
 
 #include "cli/commands.hpp"
+#include "cli/threads.hpp"
 #include "tessera/backend.hpp"
 #include "tessera/benchmark.hpp"
 #include "tessera/build_info.hpp"
@@ -64,7 +65,7 @@ nlohmann::json bench_one(const BenchOptions& o, const std::string& model, const 
   int width = 0, height = 0;
   size.resolve(1, 1, width, height);  // a long side alone means a square
   auto backend = make_backend(o.backend);
-  backend->set_threads(o.threads);
+  backend->set_threads(choose_threads(o.threads).threads);
   backend->set_precision(parse_precision(o.precision));
   Communicator& communicator = process_communicator();
   BenchmarkCase c;
@@ -91,7 +92,7 @@ nlohmann::json bench_one(const BenchOptions& o, const std::string& model, const 
           {"initial_loss", initial_loss},
           {"final_loss", final_loss},
           {"optimizer", o.optimizer},
-          {"threads", o.threads > 0 ? o.threads : int(sysconf(_SC_NPROCESSORS_ONLN))},
+          {"threads", choose_threads(o.threads).threads},
           {"iterations", o.iterations},
           {"seconds", seconds},
           {"seconds_per_iteration", seconds / o.iterations},
@@ -111,7 +112,7 @@ nlohmann::json bench_one(const BenchOptions& o, const std::string& model, const 
 // render loop is measured against.
 nlohmann::json conv_peak(const BenchOptions& o) {
   auto backend = make_backend(o.backend);
-  backend->set_threads(o.threads);
+  backend->set_threads(choose_threads(o.threads).threads);
   const int channels = 256, side = 128, repeats = 20;
   LayerSpec spec{LayerKind::conv, "peak", channels, channels, 3, 1, 1, false};
   std::mt19937_64 generator(o.seed);
@@ -217,7 +218,7 @@ int run_bench(BenchOptions& o) {
   }
 
   auto backend = make_backend(o.backend);
-  backend->set_threads(o.threads);
+  backend->set_threads(choose_threads(o.threads).threads);
   if (!o.json) {
     fmt::print("# tessera bench: tessera {}, {}, CPU {}\n", build_info::version, backend->describe().front(),
                cpu_model());

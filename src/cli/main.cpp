@@ -10,6 +10,8 @@
 #include "cli/agreement.hpp"
 #include "cli/commands.hpp"
 #include "cli/signals.hpp"
+#include "cli/threads.hpp"
+#include "cli/usage_error.hpp"
 #include "comm/mpi_communicator.hpp"
 #include "tessera/build_info.hpp"
 #include "tessera/error.hpp"
@@ -36,6 +38,7 @@ static int report_failure(const std::string& message) {
 }
 
 int main(int argc, char** argv) {
+  tessera::cli::restart_with_passive_wait(argv);
   // Before anything starts a thread: each thread started later inherits the
   // blocked signals (see cli/signals.hpp for why no computing thread may
   // take one).
@@ -53,7 +56,7 @@ int main(int argc, char** argv) {
   CLI::App app{"tessera: Gatys neural style transfer for poster-sized images"};
   app.set_version_flag("--version", std::string("tessera ") + tessera::build_info::version);
   app.require_subcommand(1);
-  app.fallthrough(false);
+  app.fallthrough(true);  // -v after the subcommand too
   bool verbose = false;
   app.add_flag("-v,--verbose", verbose, "More detail in the log");
   std::vector<std::pair<CLI::App*, tessera::cli::Command>> commands;
@@ -69,7 +72,11 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help and --version print and succeed; a usage error is one line
+    // and exit status 2, as for any command-line tool.
+    if (e.get_exit_code() == 0) return app.exit(e);
+    spdlog::error("{}", tessera::cli::usage_error_message(app, e, argc, argv));
+    return 2;
   }
   if (verbose) spdlog::set_level(spdlog::level::debug);
 

@@ -20,7 +20,11 @@ Progress::Progress(std::FILE* stream, int print_every, bool quiet)
 
 void Progress::update(const IterationReport& r) {
   if (quiet_) return;
-  double per_minute = r.seconds > 0 ? 60.0 * r.iteration / r.seconds : 0.0;
+  // A resumed render starts past iteration 1: its rate counts only the
+  // iterations this run did.
+  if (first_iteration_ < 0) first_iteration_ = r.iteration;
+  const int done_here = r.iteration - first_iteration_ + 1;
+  double per_minute = r.seconds > 0 ? 60.0 * done_here / r.seconds : 0.0;
   double left = per_minute > 0 ? (r.iterations - r.iteration) * 60.0 / per_minute : 0.0;
   std::string losses = fmt::format("loss {:.4g} (content {:.4g}, style {:.4g}, tv {:.4g})", r.losses.total(),
                                    r.losses.content, r.losses.style, r.losses.tv);

@@ -22,6 +22,7 @@ class Progress {
   bool quiet_;
   bool terminal_;
   bool drawn_ = false;
+  int first_iteration_ = -1;  // the first this Progress was shown
 };
 
 std::string format_duration(double seconds);

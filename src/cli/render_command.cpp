@@ -9,8 +9,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <fstream>
+#include <numeric>
+#include <optional>
 #include <sstream>
 
 #include "cli/agreement.hpp"
@@ -19,6 +22,7 @@
 #include "cli/memory_check.hpp"
 #include "cli/progress.hpp"
 #include "cli/signals.hpp"
+#include "cli/threads.hpp"
 #include "tessera/backend.hpp"
 #include "tessera/build_info.hpp"
 #include "tessera/error.hpp"
@@ -53,15 +57,20 @@ struct RenderOptions {
   float learning_rate = 10.0f;
   int lbfgs_history = 100;
   std::string line_search = "strong-wolfe";
+  bool normalize_gradients = false;
   int iterations = 1000;
   std::uint64_t seed = 0;
   bool original_colors = false;
+  std::string original_colors_value;  // as given: "" (the flag alone), 1, 0, true, false
+  std::string init_image;
+  int gpu = -1;
+  std::string fit = "crop";
   std::string pooling = "max";
   int print_every = 50;
   int save_every = 0;
   int checkpoint_every = 0;
   std::string resume;
-  std::string scales = "1";
+  std::string scales = "auto";
   std::vector<int> scale_iterations;
   std::string backend = "auto";
   std::string precision = "f32";
@@ -73,6 +82,7 @@ struct RenderOptions {
   std::string log_json;
   int bits = 0;
   bool quiet = false;
+  bool keep_checkpoints = false;
   bool dry_run = false;
 };
 
@@ -88,21 +98,30 @@ std::vector<std::string> split_list(const std::vector<std::string>& items) {
 }
 
 std::filesystem::path resolve_weights(const RenderOptions& o, const std::string& model) {
+  auto find_named = [](const std::string& name) -> std::optional<std::filesystem::path> {
+    for (const auto& folder : weights_search_folders())
+      if (std::filesystem::exists(folder / (name + ".h5"))) return folder / (name + ".h5");
+    return std::nullopt;
+  };
+  auto searched = [](const std::string& name) {
+    std::vector<std::string> places;
+    for (const auto& folder : weights_search_folders()) places.push_back((folder / (name + ".h5")).string());
+    return fmt::format("{}", fmt::join(places, " nor "));
+  };
   if (!o.weights.empty()) {
     std::filesystem::path path(o.weights);
     if (std::filesystem::exists(path)) return path;
-    // A bare name ("vgg19") means a file in the weights folder.
+    // A bare name ("vgg19") means a file in the weights folders.
     if (!path.has_extension() && !path.has_parent_path()) {
-      auto in_folder = std::filesystem::path(default_weights_folder()) / (o.weights + ".h5");
-      if (std::filesystem::exists(in_folder)) return in_folder;
-      fail("weights '", o.weights, "' not found (nor ", in_folder.string(), ")");
+      if (auto found = find_named(o.weights)) return *found;
+      fail("weights '", o.weights, "' not found (nor ", searched(o.weights),
+           "; import them with 'tessera models import' or tools/fetch-models.sh)");
     }
     fail("weights file '", o.weights, "' not found");
   }
-  auto fallback = std::filesystem::path(default_weights_folder()) / (model + ".h5");
-  if (std::filesystem::exists(fallback)) return fallback;
-  fail("no weights given: pass --weights FILE.h5 (import one with 'tessera models import'), or put ",
-       fallback.string(), " in place");
+  if (auto found = find_named(model)) return *found;
+  fail("no weights given and none found at ", searched(model),
+       ": pass --weights FILE.h5 (import one with 'tessera models import', or tools/fetch-models.sh)");
 }
 
 // OUTPUT_NNNN.ext, or OUTPUT_sS_NNNN.ext when the render has several scales.
@@ -146,7 +165,7 @@ void choose_tiles(const RenderOptions& o, RenderSettings& settings, int width, i
   auto enough_for_ranks = [&](int rows, int columns) {
     if (rows * columns < ranks)
       fail("the image at ", width, "x", height, " holds at most ", most_rows, "x", most_columns, " tiles, fewer than ",
-           ranks, " ranks: use fewer ranks", o.scales != "1" ? " or fewer --scales" : "");
+           ranks, " ranks: use fewer ranks", o.scales != "1" && o.scales != "auto" ? " or fewer --scales" : "");
   };
   if (o.tiles != "auto") {
     if (!o.memory_per_rank.empty()) fail("--memory-per-rank chooses the tiles: use it with --tiles auto");
@@ -362,10 +381,40 @@ struct RenderPlan {
 
 RenderPlan plan_render(CLI::App& command, RenderOptions& o) {
   RenderPlan plan;
-  if (!o.config.empty()) apply_config_file(command, o.config);
+  // A config may hold Adam's rate for a render the command line switches
+  // to L-BFGS; only a rate typed with L-BFGS is a mistake.
+  const bool typed_learning_rate = command.get_option("--learning-rate")->count() > 0;
+  if (!o.config.empty()) {
+    if (!std::filesystem::is_regular_file(o.config))
+      fail("--config: '", o.config, std::filesystem::exists(o.config) ? "' is not a file" : "' not found");
+    apply_config_file(command, o.config);
+  }
   auto given = [&](const char* name) { return command.get_option(name)->count() > 0; };
 
+  // --- neural-style's forms of some options
+  if (given("--original-colors")) {
+    const auto& v = o.original_colors_value;
+    if (v.empty() || v == "1" || v == "true") o.original_colors = true;
+    else if (v == "0" || v == "false") o.original_colors = false;
+    else fail("--original-colors takes 1 or 0 (or nothing), got '", v, "'");
+  }
+  if (o.init == "image") {
+    if (o.init_image.empty()) fail("--init image needs --init-image FILE");
+    o.init = o.init_image;
+  } else if (!o.init_image.empty()) {
+    if (given("--init")) fail("--init-image goes with --init image, not --init ", o.init);
+    o.init = o.init_image;
+  }
+  if (given("--gpu")) {
+    if (given("--backend")) fail("--gpu and --backend both choose the device: give one");
+    if (o.gpu > 0)
+      fail("--gpu ", o.gpu, ": each rank uses one GPU, chosen by its local rank or CUDA_VISIBLE_DEVICES; "
+           "use --gpu 0 (or --backend cuda) and set CUDA_VISIBLE_DEVICES=", o.gpu);
+    o.backend = o.gpu < 0 ? "cpu" : "cuda";
+  }
+
   // --- check everything cheap before any heavy work
+  io::parse_fit(o.fit);
   if (o.content.empty()) fail("--content is required (the photo to restyle)");
   plan.styles = split_list(o.styles);
   const auto& styles = plan.styles;
@@ -376,25 +425,32 @@ RenderPlan plan_render(CLI::App& command, RenderOptions& o) {
   if (!(o.style_scale > 0.0f)) fail("--style-scale must be positive, got ", o.style_scale);
   if (o.iterations < 1) fail("--iterations must be at least 1, got ", o.iterations);
   if (o.checkpoint_every < 0) fail("--checkpoint-every must be 0 (only on signals) or more, got ", o.checkpoint_every);
+  for (auto [flag, value] : {std::pair{"--content-weight", o.content_weight}, {"--style-weight", o.style_weight},
+                             {"--tv-weight", o.tv_weight}})
+    if (!std::isfinite(value) || value < 0.0f) fail(flag, " must be a number, 0 or more, got ", value);
+  if (!std::isfinite(o.learning_rate) || !(o.learning_rate > 0.0f))
+    fail("--learning-rate must be a positive number, got ", o.learning_rate);
+  if (o.optimizer == "lbfgs" && typed_learning_rate)
+    fail("--learning-rate is Adam's (--optimizer adam): L-BFGS sizes its own steps");
+  if (o.lbfgs_history < 1) fail("--lbfgs-history must be at least 1, got ", o.lbfgs_history);
+  if (o.threads < 0) fail("--threads must be 0 (all the CPUs this process may use) or more, got ", o.threads);
+  if (o.save_every < 0) fail("--save-every must be 0 (never) or more, got ", o.save_every);
+  if (o.print_every < 1) fail("--print-every must be at least 1, got ", o.print_every);
+  if (o.bits != 0 && o.bits != 8 && o.bits != 16 && o.bits != 32)
+    fail("--bits must be 8, 16 or 32 (0: the format's default), got ", o.bits);
   parse_precision(o.precision);
   if (o.pooling != "max" && o.pooling != "avg") fail("--pooling must be max or avg, got '", o.pooling, "'");
   if (o.optimizer != "lbfgs" && o.optimizer != "adam")
     fail("--optimizer must be lbfgs or adam, got '", o.optimizer, "'");
   {
-    auto extension = std::filesystem::path(o.output).extension().string();
-    std::transform(extension.begin(), extension.end(), extension.begin(), ::tolower);
-    const auto& supported = io::supported_output_extensions();
-    if (std::find(supported.begin(), supported.end(), extension) == supported.end())
-      fail("cannot write output '", o.output, "': unsupported extension '", extension, "' (use one of ",
-           fmt::format("{}", fmt::join(supported, ", ")), ")");
-    auto folder = std::filesystem::path(o.output).parent_path();
-    if (!folder.empty() && !std::filesystem::is_directory(folder))
-      fail("cannot write output '", o.output, "': folder '", folder.string(), "' does not exist");
+    // Before any work: a render can take hours, and only then write. Rank 0
+    // writes the image, so it alone tries the folder.
+    io::WriteOptions output_options;
+    output_options.bits = o.bits;
+    if (process_communicator().rank() == 0) io::check_output(o.output, output_options);
   }
   if (!o.resume.empty() && o.resume != "auto" && !std::filesystem::exists(o.resume))
     fail("--resume: checkpoint '", o.resume, "' not found (or use --resume auto)");
-  if (!given("--scales") && given("--scale-iterations"))
-    fail("--scale-iterations needs --scales");
 
   // --- weights and layers
   plan.weights_path = resolve_weights(o, o.model.empty() ? "vgg19" : o.model);
@@ -462,6 +518,13 @@ RenderPlan plan_render(CLI::App& command, RenderOptions& o) {
     fail("--line-search must be strong-wolfe or none, got '", o.line_search, "'");
   if (o.optimizer != "lbfgs" && given("--line-search"))
     fail("--line-search is L-BFGS's: Adam takes fixed steps (--learning-rate)");
+  settings.objective.normalize_gradients = o.normalize_gradients;
+  if (o.normalize_gradients && o.optimizer == "lbfgs" && !given("--line-search")) {
+    // A line search tests the loss against the gradient's slope, which
+    // normalised gradients no longer are.
+    o.line_search = "none";
+    notes.push_back("normalised gradients: L-BFGS takes neural-style's fixed steps (--line-search none)");
+  }
   settings.line_search = o.line_search == "none" ? LineSearch::none : LineSearch::strong_wolfe;
   settings.seed = o.seed;
   settings.original_colors = o.original_colors;
@@ -513,6 +576,25 @@ int run_render(CLI::App& command, RenderOptions& o) {
     dimensions = {float(width), float(height)};
     for (const auto& path : styles) style_sources.push_back(read_noting(path));
     if (first_init == InitKind::image) init_source = io::read_image(o.init);
+    // An output of its own aspect ratio (WxH, presets, print sizes): the
+    // content (and an initial image) cropped or padded to it, once.
+    const io::Fit fit = io::parse_fit(o.fit);
+    if (size.exact() && fit != io::Fit::stretch) {
+      Image fitted = io::fit_aspect(content_source, width, height, fit);
+      if (fitted.width != content_source.width || fitted.height != content_source.height)
+        notes.push_back(fmt::format("the content ({}x{}) {} to {}x{}, the output's {}:{} shape (--fit {}; "
+                                    "--fit stretch keeps it whole)",
+                                    content_source.width, content_source.height,
+                                    fit == io::Fit::crop ? "cropped" : "padded with black", fitted.width,
+                                    fitted.height, width / std::gcd(width, height), height / std::gcd(width, height),
+                                    o.fit));
+      content_source = std::move(fitted);
+      if (first_init == InitKind::image) init_source = io::fit_aspect(init_source, width, height, fit);
+    } else if (size.exact() &&
+               std::abs(double(content_source.width) / content_source.height - double(width) / height) > 0.01) {
+      notes.push_back(fmt::format("the content ({}x{}) stretched to {}x{} (--fit stretch)", content_source.width,
+                                  content_source.height, width, height));
+    }
   }
   communicator.broadcast(dimensions);
   const int width = int(dimensions[0]), height = int(dimensions[1]);
@@ -550,7 +632,9 @@ int run_render(CLI::App& command, RenderOptions& o) {
         {"learning_rate", o.optimizer == "adam" ? fmt::format("{}", o.learning_rate) : "1"},
         {"lbfgs_history", o.optimizer == "lbfgs" ? std::to_string(o.lbfgs_history) : "-"},
         {"line_search", o.optimizer == "lbfgs" ? o.line_search : "-"},
+        {"normalize_gradients", o.normalize_gradients ? "yes" : "no"},
         {"precision", o.precision},
+        {"fit", plan.size.exact() ? o.fit : "-"},
     };
     point = find_resume_point(o, identity, notes);
   }
@@ -566,8 +650,10 @@ int run_render(CLI::App& command, RenderOptions& o) {
       point.state = io::parse_render_state(text.substr(text.find('\n') + 1));
     }
   }
-  if (o.dry_run)
+  if (o.dry_run) {
+    spdlog::info("weights {} ({} up to {})", weights_path.string(), model, deepest);
     for (const auto& note : notes) spdlog::info("{}", note);
+  }
   check_memory(o, settings, scales, communicator.size(), o.dry_run);
   if (o.dry_run) {
     spdlog::info("dry run: the inputs are good; nothing rendered");
@@ -575,7 +661,9 @@ int run_render(CLI::App& command, RenderOptions& o) {
   }
 
   auto backend = make_backend(o.backend);
-  backend->set_threads(o.threads);
+  const ThreadChoice threads = choose_threads(o.threads);
+  backend->set_threads(threads.threads);
+  spdlog::debug("{} threads: {}", threads.threads, threads.why);
   backend->set_precision(parse_precision(o.precision));
 
   std::ofstream log;
@@ -661,6 +749,7 @@ int run_render(CLI::App& command, RenderOptions& o) {
     Renderer renderer(*backend, communicator, scale_settings, std::move(inputs));
     if (!halo_error.empty()) scale_notes.push_back(halo_error);
     if (s == scale_count - 1) weights = WeightSet{};  // the backend holds its own copy now
+    const int resumed_at = resuming_here ? point.state.iterations_done : 0;
     if (resuming_here) {
       renderer.restore(point.state, [&](const std::string& name) { return point.reader->read(name); });
       point.reader.reset();
@@ -698,6 +787,8 @@ int run_render(CLI::App& command, RenderOptions& o) {
         {"style_scale", fmt::format("{}", o.style_scale)},
         {"init", o.init},
         {"optimizer", o.optimizer},
+        {"line_search", o.optimizer == "lbfgs" ? o.line_search : "-"},
+        {"normalize_gradients", o.normalize_gradients ? "yes" : "no"},
         {"pooling", o.pooling},
         {"seed", std::to_string(o.seed)},
         {"original_colors", o.original_colors ? "true" : "false"},
@@ -718,6 +809,7 @@ int run_render(CLI::App& command, RenderOptions& o) {
     // A collective call: every rank hands over its part; rank 0 writes. A
     // failure to write is a warning (the render goes on, the previous
     // checkpoint stays); the seconds and bytes go to the log.
+    Progress progress(stderr, o.print_every, o.quiet || !root);
     auto checkpoint = [&](double& seconds, std::uintmax_t& bytes) {
       auto start = std::chrono::steady_clock::now();
       auto path = io::checkpoint_path(o.output, s + 1, renderer.iterations_done());
@@ -758,6 +850,7 @@ int run_render(CLI::App& command, RenderOptions& o) {
       writer.reset();
       seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       if (!problem.empty()) {
+        progress.finish();
         spdlog::warn("checkpoint not written ({}); the previous one is kept", problem);
         return;
       }
@@ -773,7 +866,6 @@ int run_render(CLI::App& command, RenderOptions& o) {
       spdlog::debug("checkpoint {} ({:.1f} MB, {:.2f} s)", path.string(), bytes / 1e6, seconds);
     };
 
-    Progress progress(stderr, o.print_every, o.quiet || !root);
     double loop_seconds = 0.0;
     // Set only from a value every rank agreed on: what each rank does after
     // the loop (write the image and end, or go on to the next scale) holds
@@ -816,8 +908,13 @@ int run_render(CLI::App& command, RenderOptions& o) {
       double checkpoint_seconds = 0.0;
       std::uintmax_t checkpoint_bytes = 0;
       if (request > 0.0 || periodic) {
-        progress.finish();
+        // Periodic checkpoints are quiet (the progress line stays as it
+        // is); one asked for by SIGUSR1 says where it went.
         checkpoint(checkpoint_seconds, checkpoint_bytes);
+        if (request == 1.0 && checkpoint_bytes > 0 && !kept.empty()) {
+          progress.finish();
+          spdlog::info("checkpoint after iteration {} (SIGUSR1): {}", r.iteration, kept.back().string());
+        }
       }
       if (log.is_open()) {
         nlohmann::json line = {{"iteration", r.iteration},
@@ -854,8 +951,10 @@ int run_render(CLI::App& command, RenderOptions& o) {
     done = scale_done;
     if (scale_count > 1) {
       double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - scale_started).count();
-      spdlog::info("scale {} of {}: {} iterations in {} ({} of it before the first iteration: targets, set-up)",
-                   s + 1, scale_count, done, format_duration(seconds), format_duration(seconds - loop_seconds));
+      spdlog::info("scale {} of {}: {} iterations in {} ({} of it before the first iteration: targets, set-up){}",
+                   s + 1, scale_count, done - resumed_at, format_duration(seconds),
+                   format_duration(seconds - loop_seconds),
+                   resumed_at > 0 ? fmt::format("; resumed after iteration {}", resumed_at) : "");
     }
 
     if (stop_agreed) {
@@ -894,6 +993,17 @@ int run_render(CLI::App& command, RenderOptions& o) {
   }
   if (interrupted) return kExitInterrupted;
   spdlog::info("wrote {}", o.output);
+  // A finished render needs its checkpoints no more, and a later render of
+  // this output with other settings would find them in its way.
+  if (root && !o.keep_checkpoints) {
+    int removed = 0;
+    for (const auto& old : io::list_checkpoints(o.output)) {
+      std::error_code error;
+      if (std::filesystem::remove(old, error)) ++removed;
+    }
+    io::remove_abandoned_checkpoint_files(o.output);
+    if (removed > 0) spdlog::info("removed {} checkpoint{} (--keep-checkpoints keeps them)", removed, removed > 1 ? "s" : "");
+  }
   return 0;
 }
 
@@ -902,14 +1012,18 @@ int run_render(CLI::App& command, RenderOptions& o) {
 Command add_render_command(CLI::App& app) {
   auto* command = app.add_subcommand("render", "Render an image in the style of others (Gatys et al.)");
   auto o = std::make_shared<RenderOptions>();
-  command->add_option("--content", o->content, "Content image (any format OpenImageIO reads)");
-  command->add_option("--style", o->styles, "Style image(s), comma separated")->delimiter(',');
+  command->add_option("--content,--content-image", o->content, "Content image (any format OpenImageIO reads)");
+  command->add_option("--style,--style-image", o->styles, "Style image(s), comma separated")->delimiter(',');
   command->add_option("--style-blend-weights", o->style_blend_weights,
                       "Weights of the style images' Gram targets (normalised to sum to 1)")
       ->delimiter(',');
-  command->add_option("-o,--output", o->output, "Output image: .png .jpg .tif .exr")->capture_default_str();
-  command->add_option("--size", o->size,
+  command->add_option("-o,--output,--output-image", o->output, "Output image: .png .jpg .tif .exr")->capture_default_str();
+  command->add_option("--size,--image-size", o->size,
                       "Output size: long side (512), WxH (1920x1080), hd, 4k, 8k, or print (24x36in@300dpi)")
+      ->capture_default_str();
+  command->add_option("--fit", o->fit,
+                      "An output whose shape differs from the content's (WxH, hd, print sizes): crop (centred), pad "
+                      "(black borders) or stretch; a long side alone keeps the content's shape")
       ->capture_default_str();
   command->add_option("--style-scale", o->style_scale, "Style image long side relative to the output's")
       ->capture_default_str();
@@ -923,42 +1037,53 @@ Command add_render_command(CLI::App& app) {
   command->add_option("--content-weight", o->content_weight, "Content loss weight")->capture_default_str();
   command->add_option("--style-weight", o->style_weight, "Style loss weight (per layer)")->capture_default_str();
   command->add_option("--tv-weight", o->tv_weight, "Total variation weight")->capture_default_str();
-  command->add_option("--init", o->init, "Start from: random, content, or an image file")->capture_default_str();
+  command->add_option("--init", o->init, "Start from: random, content, or an image file (or image, with --init-image)")
+      ->capture_default_str();
+  command->add_option("--init-image", o->init_image, "The image --init image starts from (neural-style's form)");
   command->add_option("--optimizer", o->optimizer, "lbfgs or adam")->capture_default_str();
   command->add_option("--learning-rate", o->learning_rate,
                       "Adam's learning rate, in grey levels (1/255 of the RGB range) per step")
       ->capture_default_str();
-  command->add_option("--lbfgs-history", o->lbfgs_history, "L-BFGS history pairs")->capture_default_str();
+  command->add_option("--lbfgs-history,--lbfgs-num-correction", o->lbfgs_history, "L-BFGS history pairs")->capture_default_str();
   command->add_option("--line-search", o->line_search,
                       "L-BFGS step: strong-wolfe (searches each step; may evaluate more than once per iteration) "
                       "or none (neural-style's fixed steps, which stall on large images)")
       ->capture_default_str();
-  command->add_option("--iterations", o->iterations,
+  command->add_flag("--normalize-gradients", o->normalize_gradients,
+                    "neural-style's -normalize_gradients: each loss term's feature gradient divided by its L1 norm "
+                    "(with L-BFGS, implies --line-search none unless given)");
+  command->add_option("--iterations,--num-iterations", o->iterations,
                       "Iterations (one evaluation each); with --scales, those of the coarsest scale")
       ->capture_default_str();
   command->add_option("--scales", o->scales,
-                      "Coarse to fine: N scales (the long side halving from the output's), or long sides "
+                      "Coarse to fine: auto (one scale up to 1024 px; larger outputs start at 513-1024 px, the long "
+                      "side doubling), N scales (the long side halving from the output's), or long sides "
                       "512,1024,... (the output's size is the last); each starts from the one before, upsampled")
       ->capture_default_str();
   command->add_option("--scale-iterations", o->scale_iterations,
                       "Iterations of each scale, coarsest first (default: --iterations, then half at each finer scale)")
       ->delimiter(',');
   command->add_option("--seed", o->seed, "Random seed (random init)")->capture_default_str();
-  command->add_flag("--original-colors", o->original_colors, "Keep the content's colours (luminance transfer)");
+  command->add_option("--original-colors", o->original_colors_value,
+                      "Keep the content's colours (luminance transfer); also --original-colors 1 or 0")
+      ->expected(0, 1);
   command->add_option("--pooling", o->pooling, "max or avg")->capture_default_str();
-  command->add_option("--print-every", o->print_every, "Progress line period when not on a terminal")
+  command->add_option("--print-every,--print-iter", o->print_every, "Progress line period when not on a terminal")
       ->capture_default_str();
-  command->add_option("--save-every", o->save_every, "Write OUTPUT_NNNN.ext every N iterations (0: never)")
+  command->add_option("--save-every,--save-iter", o->save_every, "Write OUTPUT_NNNN.ext every N iterations (0: never)")
       ->capture_default_str();
   command->add_option("--checkpoint-every", o->checkpoint_every,
                       "Write a checkpoint (OUTPUT.ckpt-sS-iN.h5, the newest two kept) every N iterations and at the "
                       "end of each scale; 0: only on SIGINT, SIGTERM (which stop) and SIGUSR1 (which goes on)")
       ->capture_default_str();
+  command->add_flag("--keep-checkpoints", o->keep_checkpoints,
+                    "Keep the checkpoints when the render finishes (by default they are removed then)");
   command->add_option("--resume", o->resume,
                       "Continue from a checkpoint FILE, or 'auto': the newest usable one next to the output (none: "
                       "start from the beginning). Any rank or tile count; the other settings must match");
   command->add_option("--backend", o->backend, "cpu or auto")->capture_default_str();
-  command->add_option("--threads", o->threads, "CPU threads (0: all cores)")->capture_default_str();
+  command->add_option("--gpu", o->gpu, "neural-style's -gpu: -1 for the CPU, 0 for the GPU (--backend cuda)");
+  command->add_option("--threads", o->threads, "CPU threads (0: the CPUs this process may use, shared among the MPI ranks on a node when they are not bound)")->capture_default_str();
   command->add_option("--precision", o->precision, "Activation storage: f32 (reference) or bf16")
       ->capture_default_str();
   command->add_option("--tiles", o->tiles, "Tile grid ROWSxCOLUMNS, or auto (one tile per MPI rank)")

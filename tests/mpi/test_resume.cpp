@@ -374,7 +374,7 @@ TEST_F(Resume, KilledWhileWritingACheckpointKeepsThePreviousOne) {
 TEST_F(Resume, DamagedOrForeignCheckpointsAreRefused) {
   const std::vector<std::string> settings = {"--size", "128", "--iterations", "10"};
   auto first = render(settings);
-  first.insert(first.end(), {"-o", "first.png", "--checkpoint-every", "5"});
+  first.insert(first.end(), {"-o", "first.png", "--checkpoint-every", "5", "--keep-checkpoints"});
   ASSERT_EQ(run(first), 0) << text("command.log");
   fs::path good = io::checkpoint_path(folder_ / "first.png", 1, 5);
   ASSERT_TRUE(fs::exists(good));
@@ -408,11 +408,26 @@ TEST_F(Resume, DamagedOrForeignCheckpointsAreRefused) {
                  "--arch", "vgg16", "-o", "vgg16.h5"}),
             0);
   auto other = render(settings);
-  other.insert(other.end(), {"-o", "other.png", "--checkpoint-every", "5"});
+  other.insert(other.end(), {"-o", "other.png", "--checkpoint-every", "5", "--keep-checkpoints"});
   for (auto& word : other)
     if (word == "weights.h5") word = "vgg16.h5";
   ASSERT_EQ(run(other), 0) << text("command.log");
   refused(io::checkpoint_path("other.png", 1, 5).string(), "model: saved 'vgg16', now 'vgg19'");
+}
+
+// A finished render removes its checkpoints (a later render of the output
+// with other settings would find them in its way); --keep-checkpoints keeps
+// them.
+TEST_F(Resume, FinishedRenderRemovesItsCheckpoints) {
+  auto command = render({"--size", "96", "--iterations", "6"});
+  command.insert(command.end(), {"-o", "done.png", "--checkpoint-every", "2"});
+  ASSERT_EQ(run(command), 0) << text("command.log");
+  EXPECT_TRUE(fs::exists(folder_ / "done.png"));
+  EXPECT_TRUE(io::list_checkpoints(folder_ / "done.png").empty());
+  EXPECT_NE(text("command.log").find("removed 2 checkpoints"), std::string::npos) << text("command.log");
+  command.push_back("--keep-checkpoints");
+  ASSERT_EQ(run(command), 0) << text("command.log");
+  EXPECT_EQ(io::list_checkpoints(folder_ / "done.png").size(), 2u);
 }
 
 // Every rank checks the options alike: a mistake is said once, not once

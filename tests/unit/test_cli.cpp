@@ -259,5 +259,102 @@ TEST(Cli, BadInputGivesOneClearLineAndNoOutput) {
   }
 }
 
+// Small weights and images of the test's own, so that these run anywhere.
+struct SmallInputs {
+  fs::path folder;
+  std::string weights;  // imported from the committed fixture
+};
+
+SmallInputs small_inputs() {
+  SmallInputs inputs;
+  inputs.folder = testing::scratch_dir();
+  CommandRun import = run_tessera(
+      "models import '" + (testing::fixture_dir() / "weights" / "vgg19_prefix_legacy.pth").string() + "' -o w.h5",
+      inputs.folder);
+  EXPECT_EQ(import.exit_code, 0) << import.output;
+  inputs.weights = (inputs.folder / "w.h5").string();
+  Image image(40, 32);
+  for (std::size_t i = 0; i < image.pixels.size(); ++i) image.pixels[i] = float(i % 11) / 11.0f;
+  io::write_image(inputs.folder / "c.png", image);
+  io::write_image(inputs.folder / "s.png", image);
+  return inputs;
+}
+
+// Everything that would fail at the end of a render (the output) or make a
+// render meaningless (numbers) is refused at the start: one line, exit 1,
+// and nothing written.
+TEST(Cli, MistakesAreRefusedBeforeAnyWork) {
+  SmallInputs in = small_inputs();
+  fs::create_directories(in.folder / "folder.png");
+  fs::create_directories(in.folder / "a-folder.toml");
+  const std::string base = "render --content c.png --style s.png --weights w.h5 --size 32 --iterations 2 ";
+  std::vector<BadInput> cases = {
+      {"output is a folder", base + "-o folder.png", "it is a folder"},
+      {"output folder takes no file", base + "-o /proc/out.png", "cannot create a file in its folder"},
+      {"16 bits in a JPEG", base + "-o out.jpg --bits 16", "JPEG cannot hold 16-bit"},
+      {"bits", base + "-o out.png --bits 12", "--bits"},
+      {"nan weight", base + "-o out.png --style-weight nan", "--style-weight"},
+      {"negative weight", base + "-o out.png --content-weight -1", "--content-weight"},
+      {"infinite TV weight", base + "-o out.png --tv-weight inf", "--tv-weight"},
+      {"negative threads", base + "-o out.png --threads -1", "--threads"},
+      {"negative save period", base + "-o out.png --save-every -1", "--save-every"},
+      {"zero print period", base + "-o out.png --print-every 0", "--print-every"},
+      {"no history", base + "-o out.png --lbfgs-history 0", "--lbfgs-history"},
+      {"Adam's rate with L-BFGS", base + "-o out.png --learning-rate 5", "Adam's"},
+      {"zero Adam rate", base + "-o out.png --optimizer adam --learning-rate 0", "--learning-rate"},
+      {"config is a folder", base + "-o out.png --config a-folder.toml", "is not a file"},
+      {"config is missing", base + "-o out.png --config absent.toml", "not found"},
+      {"size beyond any integer",
+       "render --content c.png --style s.png --weights w.h5 --iterations 2 -o out.png --size 99999999999999999999",
+       "larger than 65536 px"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    CommandRun run = run_tessera(c.arguments, in.folder);
+    EXPECT_EQ(run.exit_code, 1) << run.output;
+    EXPECT_EQ(std::count(run.output.begin(), run.output.end(), '\n'), 1) << run.output;
+    EXPECT_NE(run.output.find("tessera: error: "), std::string::npos) << run.output;
+    EXPECT_NE(run.output.find(c.message), std::string::npos) << run.output;
+    for (const auto& entry : fs::directory_iterator(in.folder)) {
+      const std::string name = entry.path().filename().string();
+      EXPECT_TRUE(name == "w.h5" || name == "c.png" || name == "s.png" || name == "folder.png" ||
+                  name == "a-folder.toml" || name == "command-output.txt")
+          << "left behind: " << name;
+    }
+  }
+  // The same settings without the mistake render.
+  CommandRun good = run_tessera(base + "-o out.png", in.folder);
+  EXPECT_EQ(good.exit_code, 0) << good.output;
+}
+
+// Command-line usage errors (unknown names, values of the wrong type, an
+// option twice): one line, exit status 2, a suggestion for a near miss.
+TEST(Cli, UsageErrorsAreOneLineWithExitStatus2) {
+  fs::path folder = testing::scratch_dir();
+  std::vector<BadInput> cases = {
+      {"unknown option", "render --frobnicate", "unknown option '--frobnicate'"},
+      {"misspelt option", "render --stlye x.png", "did you mean '--style'?"},
+      {"misspelt option with a value", "render --iteratons=5", "did you mean '--iterations'?"},
+      {"not a number", "render --style-blend-weights a,b", "--style-blend-weights"},
+      {"given twice", "render --content a.png --content b.png", "--content is given more than once"},
+      {"unknown command", "frobnicate", "unknown command 'frobnicate'"},
+      {"misspelt command", "rendr --size 32", "did you mean 'render'?"},
+      {"no command", "", "'tessera' needs a command"},
+      {"misspelt subcommand", "models lst", "did you mean 'list'?"},
+      {"no subcommand", "models", "'tessera models' needs a command"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    CommandRun run = run_tessera(c.arguments, folder);
+    EXPECT_EQ(run.exit_code, 2) << run.output;
+    EXPECT_EQ(std::count(run.output.begin(), run.output.end(), '\n'), 1) << run.output;
+    EXPECT_EQ(run.output.rfind("tessera: error: ", 0), 0u) << run.output;
+    EXPECT_NE(run.output.find(c.message), std::string::npos) << run.output;
+  }
+  CommandRun help = run_tessera("render --help", folder);
+  EXPECT_EQ(help.exit_code, 0) << help.output;
+  EXPECT_NE(help.output.find("--normalize-gradients"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace tessera
