@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <cstdlib>
 #include <fstream>
 #include <numeric>
 #include <optional>
@@ -663,7 +664,9 @@ int run_render(CLI::App& command, RenderOptions& o) {
   auto backend = make_backend(o.backend);
   const ThreadChoice threads = choose_threads(o.threads);
   backend->set_threads(threads.threads);
-  spdlog::debug("{} threads: {}", threads.threads, threads.why);
+  const char* wait_policy = std::getenv("OMP_WAIT_POLICY");
+  spdlog::debug("{} threads: {}; OpenMP waits {}", threads.threads, threads.why,
+                wait_policy ? wait_policy : "as libgomp does by default");
   backend->set_precision(parse_precision(o.precision));
 
   std::ofstream log;

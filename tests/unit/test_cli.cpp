@@ -356,5 +356,77 @@ TEST(Cli, UsageErrorsAreOneLineWithExitStatus2) {
   EXPECT_NE(help.output.find("--normalize-gradients"), std::string::npos);
 }
 
+// A neural-style command line, in kebab-case, renders: its names are
+// aliases of tessera's, and the settings land where they should.
+TEST(Cli, NeuralStyleNamesAreAccepted) {
+  SmallInputs in = small_inputs();
+  CommandRun run = run_tessera(
+      "render --content-image c.png --style-image s.png --output-image ns.png --image-size 24 "
+      "--num-iterations 3 --init image --init-image s.png --original-colors 1 --gpu -1 "
+      "--lbfgs-num-correction 5 --print-iter 1 --save-iter 0 --normalize-gradients --weights w.h5",
+      in.folder);
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  Image out = io::read_image(in.folder / "ns.png");
+  EXPECT_EQ(std::max(out.width, out.height), 24);
+  auto settings = io::read_metadata(in.folder / "ns.png");
+  EXPECT_EQ(settings["original_colors"], "true");
+  EXPECT_EQ(settings["init"], "s.png");
+  EXPECT_EQ(settings["normalize_gradients"], "yes");
+  EXPECT_EQ(settings["line_search"], "none");  // implied by normalised gradients
+  EXPECT_NE(run.output.find("on cpu"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("iteration 3/3"), std::string::npos) << run.output;
+  // neural-style's misuse is said, not guessed at.
+  CommandRun no_image = run_tessera("render --content c.png --style s.png --weights w.h5 --init image", in.folder);
+  EXPECT_EQ(no_image.exit_code, 1) << no_image.output;
+  EXPECT_NE(no_image.output.find("--init image needs --init-image"), std::string::npos) << no_image.output;
+}
+
+// An output of another shape than the content's: cropped by default, padded
+// or stretched on request, and the log says which.
+TEST(Cli, FitCropsByDefaultAndSaysSo) {
+  SmallInputs in = small_inputs();  // 40x32 images
+  const std::string base = "render --content c.png --style s.png --weights w.h5 --iterations 1 --size 40x20 ";
+  CommandRun crop = run_tessera(base + "-o crop.png", in.folder);
+  ASSERT_EQ(crop.exit_code, 0) << crop.output;
+  EXPECT_NE(crop.output.find("cropped to 40x20"), std::string::npos) << crop.output;
+  CommandRun pad = run_tessera(base + "-o pad.png --fit pad", in.folder);
+  ASSERT_EQ(pad.exit_code, 0) << pad.output;
+  EXPECT_NE(pad.output.find("padded with black to 64x32"), std::string::npos) << pad.output;
+  CommandRun stretch = run_tessera(base + "-o stretch.png --fit stretch", in.folder);
+  ASSERT_EQ(stretch.exit_code, 0) << stretch.output;
+  EXPECT_NE(stretch.output.find("stretched to 40x20"), std::string::npos) << stretch.output;
+  for (const char* name : {"crop.png", "pad.png", "stretch.png"}) {
+    Image out = io::read_image(in.folder / name);
+    EXPECT_EQ(out.width, 40) << name;
+    EXPECT_EQ(out.height, 20) << name;
+  }
+}
+
+// The default thread count follows what the process may use, and OpenMP
+// waits passively unless the user chose otherwise.
+TEST(Cli, ThreadsFollowTheCpusAllowedAndWaitPassively) {
+  SmallInputs in = small_inputs();
+  auto debug_line = [&](const std::string& prefix) {
+    fs::path log = in.folder / "threads.txt";
+    std::string command = "cd '" + in.folder.string() + "' && " + prefix + " '" + testing::tessera_binary().string() +
+                          "' render --content c.png --style s.png --weights w.h5 --size 24 --iterations 1 -o t.png "
+                          "-v > '" + log.string() + "' 2>&1";
+    EXPECT_EQ(std::system(command.c_str()), 0) << command;
+    std::ifstream in_log(log);
+    std::string line;
+    while (std::getline(in_log, line))
+      if (line.find(" threads: ") != std::string::npos) return line;
+    return std::string("(no threads line)");
+  };
+  EXPECT_NE(debug_line("env -u OMP_WAIT_POLICY taskset -c 0").find("1 threads: the 1 CPUs this process may use; "
+                                                                    "OpenMP waits passive"),
+            std::string::npos)
+      << debug_line("env -u OMP_WAIT_POLICY taskset -c 0");
+  EXPECT_NE(debug_line("env SLURM_CPUS_PER_TASK=1").find("1 threads: Slurm's --cpus-per-task 1"), std::string::npos)
+      << debug_line("env SLURM_CPUS_PER_TASK=1");
+  EXPECT_NE(debug_line("env OMP_WAIT_POLICY=active").find("OpenMP waits active"), std::string::npos)
+      << debug_line("env OMP_WAIT_POLICY=active");
+}
+
 }  // namespace
 }  // namespace tessera

@@ -608,6 +608,11 @@ TEST(FetchModels, ImportsEachModelUnderTheNameRendersLookFor) {
   std::sort(imported.begin(), imported.end());
   EXPECT_EQ(imported, (std::vector<std::string>{"nin.h5", "vgg16.h5", "vgg19.h5"})) << log;
   EXPECT_EQ(log.find("downloading"), std::string::npos) << "a stand-in was downloaded again:\n" << log;
+  // models list names the deepest layer as import and render do.
+  auto listed = tessera::testing::run_tessera("models list --dir models", dir);
+  EXPECT_EQ(listed.exit_code, 0) << listed.output;
+  EXPECT_NE(listed.output.find("relu1_2"), std::string::npos) << listed.output;
+  EXPECT_EQ(listed.output.find("conv1_2"), std::string::npos) << listed.output;
 
   // A render in `dir` finds them in ./models: the default (vgg19) and by name.
   tessera::Image image(40, 32);
