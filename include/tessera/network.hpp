@@ -12,6 +12,10 @@
 
 namespace tessera {
 
+// Throws tessera::Error unless every layer is a ReLU of `arch` that the
+// weights reach; returns the index of the deepest one.
+int check_loss_layers(const Architecture& arch, const WeightSet& weights, const std::vector<std::string>& layers);
+
 // What a network is planned for. A features-only network (the style
 // targets) keeps just its tapped layers' outputs and passes the others
 // through two shared buffers; it cannot run backward.

@@ -125,6 +125,9 @@ std::filesystem::path resolve_weights(const RenderOptions& o, const std::string&
        ": pass --weights FILE.h5 (import one with 'tessera models import', or tools/fetch-models.sh)");
 }
 
+// From about this size a scale's set-up takes long enough to be worth a line.
+constexpr double kLargeSetUpPixels = 1e6;
+
 // OUTPUT_NNNN.ext, or OUTPUT_sS_NNNN.ext when the render has several scales.
 std::string intermediate_name(const std::string& output, int scale, int scale_count, int iteration) {
   std::filesystem::path path(output);
@@ -491,6 +494,8 @@ RenderPlan plan_render(CLI::App& command, RenderOptions& o) {
     if (style_layers.size() != arch.default_style_layers.size())
       notes.push_back(fmt::format("the weights end at {}: style layers {}", deepest, fmt::join(style_layers, ",")));
   }
+  check_loss_layers(arch, weights, content_layers);
+  check_loss_layers(arch, weights, style_layers);
   settings.objective.content_layers = content_layers;
   settings.objective.style_layers = style_layers;
   settings.objective.content_weight = o.content_weight;
@@ -675,9 +680,11 @@ int run_render(CLI::App& command, RenderOptions& o) {
     if (!log) fail("cannot write the JSON log '", o.log_json, "'");
   }
 
-  // From here a SIGINT or SIGTERM stops the render after the iteration
-  // the ranks agree on, with a checkpoint and the image so far.
-  SignalListener signals;
+  // Once the first scale starts iterating, a SIGINT or SIGTERM stops the
+  // render after the iteration the ranks agree on, with a checkpoint and
+  // the image so far. Before that there is nothing to save, and one ends
+  // the process at once, even in the middle of setting up a large render.
+  std::optional<SignalListener> signals;
 
   // Checkpoints this run has written or resumed from, oldest first: after a
   // new one is in place only it and the one before it are kept.
@@ -747,24 +754,18 @@ int run_render(CLI::App& command, RenderOptions& o) {
       }
     }
 
-    std::string halo_error;
-    if (settings.halo_px >= 0 && root) halo_error = measure_halo_error(*backend, scale_settings, weights, inputs);
-    Renderer renderer(*backend, communicator, scale_settings, std::move(inputs));
-    if (!halo_error.empty()) scale_notes.push_back(halo_error);
-    if (s == scale_count - 1) weights = WeightSet{};  // the backend holds its own copy now
-    const int resumed_at = resuming_here ? point.state.iterations_done : 0;
-    if (resuming_here) {
-      renderer.restore(point.state, [&](const std::string& name) { return point.reader->read(name); });
-      point.reader.reset();
-    }
+    // What this scale is, said before its set-up (targets, networks,
+    // buffers), which takes tens of seconds at poster sizes.
     if (s == first_scale)
       for (const auto& note : notes) spdlog::info("{}", note);
     for (const auto& note : scale_notes) spdlog::info("{}", note);
-    std::string layout = communicator.size() > 1 || scale_settings.tile_rows * scale_settings.tile_columns > 1
-                             ? fmt::format(", {} rank(s), {}x{} tiles, halo {} px", communicator.size(),
-                                           scale_settings.tile_rows, scale_settings.tile_columns,
-                                           renderer.objective().grid().halo)
-                             : std::string();
+    std::string layout =
+        communicator.size() > 1 || scale_settings.tile_rows * scale_settings.tile_columns > 1
+            ? fmt::format(", {} rank(s), {}x{} tiles, halo {} px", communicator.size(), scale_settings.tile_rows,
+                          scale_settings.tile_columns,
+                          render_halo_for(architecture(model), scale_settings.objective.layers(),
+                                          scale_settings.halo_px))
+            : std::string();
     if (scale_count > 1)
       spdlog::info("scale {} of {}: {}x{}, {} iterations of {}{}", s + 1, scale_count, scale.width, scale.height,
                    scale.iterations, o.optimizer, layout);
@@ -774,6 +775,20 @@ int run_render(CLI::App& command, RenderOptions& o) {
                    layout);
     if (s == first_scale && scale_count > 1)
       spdlog::info("with {} ({}) on {}", model, weights_path.filename().string(), backend->describe().front());
+    if (double(scale.width) * scale.height >= kLargeSetUpPixels)
+      spdlog::info("setting up: style targets, content features, networks and buffers{}",
+                   signals ? "" : " (Ctrl-C stops at once: nothing is rendered yet)");
+
+    std::string halo_error;
+    if (settings.halo_px >= 0 && root) halo_error = measure_halo_error(*backend, scale_settings, weights, inputs);
+    Renderer renderer(*backend, communicator, scale_settings, std::move(inputs));
+    if (!halo_error.empty()) spdlog::info("{}", halo_error);
+    if (s == scale_count - 1) weights = WeightSet{};  // the backend holds its own copy now
+    const int resumed_at = resuming_here ? point.state.iterations_done : 0;
+    if (resuming_here) {
+      renderer.restore(point.state, [&](const std::string& name) { return point.reader->read(name); });
+      point.reader.reset();
+    }
 
     std::map<std::string, std::string> metadata = {
         {"software", std::string("tessera ") + build_info::version},
@@ -881,6 +896,7 @@ int run_render(CLI::App& command, RenderOptions& o) {
     constexpr double kStallFraction = 0.9;
     double first_loss = 0.0;
     bool stalled_now = false;
+    if (!signals) signals.emplace();
     int scale_done = renderer.run([&](const IterationReport& r) {
       progress.update(r);
       if (r.iteration == 1) first_loss = r.losses.total();
@@ -904,7 +920,7 @@ int run_render(CLI::App& command, RenderOptions& o) {
       double io_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - io_start).count();
       // Every rank takes the same decision, or the collectives would hang:
       // 2 stops (and checkpoints), 1 checkpoints and goes on.
-      double request = signals.stop_signal() != 0 ? 2.0 : signals.take_checkpoint_request() ? 1.0 : 0.0;
+      double request = signals->stop_signal() != 0 ? 2.0 : signals->take_checkpoint_request() ? 1.0 : 0.0;
       if (communicator.size() > 1) request = communicator.max(request);
       const bool periodic =
           o.checkpoint_every > 0 && r.iteration % o.checkpoint_every == 0 && r.iteration < r.iterations;
@@ -963,7 +979,7 @@ int run_render(CLI::App& command, RenderOptions& o) {
     if (stop_agreed) {
       interrupted = true;
       write(o.output, done);
-      int signal = signals.stop_signal();
+      int signal = signals->stop_signal();
       spdlog::warn("interrupted ({}) after {} of {} iterations{}; the image so far{} is in {}, and a checkpoint "
                    "next to it (--resume auto continues)",
                    signal == SIGINT ? "SIGINT" : signal == SIGTERM ? "SIGTERM" : "another rank", done,

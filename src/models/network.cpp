@@ -17,6 +17,25 @@ struct Network::Stage {
   Tensor output;
 };
 
+int check_loss_layers(const Architecture& arch, const WeightSet& weights, const std::vector<std::string>& layers) {
+  int deepest = -1;
+  for (const auto& layer : layers) {
+    int index = arch.index_of(layer);
+    if (index < 0 || arch.layers[index].kind != LayerKind::relu) {
+      std::string relus;
+      for (const auto& candidate : arch.layers)
+        if (candidate.kind == LayerKind::relu) relus += (relus.empty() ? "" : ", ") + candidate.name;
+      fail("model ", arch.name, " has no layer '", layer, "' to use for a loss (layers: ", relus, ")");
+    }
+    deepest = std::max(deepest, index);
+  }
+  auto available = deepest_available_layer(arch, weights);
+  if (deepest > arch.index_of(available))
+    fail("layer ", arch.layers[deepest].name, " is beyond the weights, which end at ", available,
+         " (the deepest layer available)");
+  return deepest;
+}
+
 Network::Network(Backend& backend, const Architecture& arch, const WeightSet& weights, Pooling pooling,
                  Shape input, const std::vector<std::string>& taps, NetworkUse use)
     : backend_(backend), input_(input), use_(use) {
@@ -25,21 +44,7 @@ Network::Network(Backend& backend, const Architecture& arch, const WeightSet& we
   validate_weights(arch, weights);
 
   // The deepest tap decides how far to plan.
-  int deepest = -1;
-  for (const auto& tap : taps) {
-    int index = arch.index_of(tap);
-    if (index < 0 || arch.layers[index].kind != LayerKind::relu) {
-      std::string relus;
-      for (const auto& layer : arch.layers)
-        if (layer.kind == LayerKind::relu) relus += (relus.empty() ? "" : ", ") + layer.name;
-      fail("model ", arch.name, " has no layer '", tap, "' to use for a loss (layers: ", relus, ")");
-    }
-    deepest = std::max(deepest, index);
-  }
-  auto available = deepest_available_layer(arch, weights);
-  if (deepest > arch.index_of(available))
-    fail("layer ", arch.layers[deepest].name, " is beyond the weights, which end at ", available,
-         " (the deepest layer available)");
+  const int deepest = check_loss_layers(arch, weights, taps);
 
   Shape shape = input;
   Layout layout = Layout::planar;
