@@ -293,6 +293,25 @@ TEST_F(BackendOps, SquaredDistanceValueAndAccumulatedGradient) {
     }
 }
 
+// The L1 norm of a window (normalised gradients' per-tile sums), in either
+// layout, against a sum in double over the same positions.
+TEST_F(BackendOps, WindowSumAbsCountsTheWindowOnly) {
+  const Shape shape{5, 6, 7};
+  auto a = uniform_vector(124, shape.elements(), -3.0f, 3.0f);
+  for (Layout layout : {Layout::planar, Layout::features})
+    for (Window w : {Window{1, 2, 4, 3}, Window::whole(shape), Window{0, 0, 6, 1}, Window{5, 0, 1, 7}}) {
+      SCOPED_TRACE(std::string(layout == Layout::planar ? "planar" : "features") + " window y " + std::to_string(w.y) +
+                   " x " + std::to_string(w.x));
+      double expected = 0.0;
+      for (int c = 0; c < shape.channels; ++c)
+        for (int y = 0; y < shape.height; ++y)
+          for (int x = 0; x < shape.width; ++x)
+            if (inside(w, y, x)) expected += std::abs(double(a[planar_index(shape, c, y, x)]));
+      EXPECT_NEAR(backend->window_sum_abs(make(shape, layout, a), w), expected, 1e-12 * expected);
+    }
+  EXPECT_THROW(backend->window_sum_abs(make(shape, Layout::planar, a), Window{0, 0, 7, 1}), Error);
+}
+
 TEST_F(BackendOps, SquaredDistanceGradientMatchesFiniteDifferences) {
   const Shape shape{4, 5, 6};
   const Window w{1, 1, 3, 4};

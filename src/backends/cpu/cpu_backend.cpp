@@ -23,6 +23,26 @@ inline std::size_t offset_of(const Shape& s, Layout layout, int c, int y, int x)
   return (std::size_t(y) * s.width + x) * s.channels + c;
 }
 
+// The sum of per_element(i) over a window's elements, each row in double
+// then the rows: the rows of a window are contiguous runs in both layouts
+// (a run of x in planar, a run of x*C in NHWC), one per (channel,) row.
+template <typename PerElement>
+double sum_over_window(const Shape& s, Layout layout, const Window& window, PerElement per_element) {
+  const bool planar = layout == Layout::planar;
+  const int channel_runs = planar ? s.channels : 1;
+  const std::size_t run_length = planar ? std::size_t(window.width) : std::size_t(window.width) * s.channels;
+  double total = 0.0;
+#pragma omp parallel for collapse(2) reduction(+ : total) schedule(static)
+  for (int c = 0; c < channel_runs; ++c)
+    for (int y = window.y; y < window.y + window.height; ++y) {
+      std::size_t begin = offset_of(s, layout, c, y, window.x);
+      double row = 0.0;
+      for (std::size_t i = begin; i < begin + run_length; ++i) row += per_element(i);
+      total += row;
+    }
+  return total;
+}
+
 void require_same_size(const Tensor& a, const Tensor& b, const char* what) {
   if (a.elements() != b.elements())
     fail("internal: ", what, " on tensors of ", a.elements(), " and ", b.elements(), " elements");
@@ -237,29 +257,14 @@ double CpuBackend::squared_distance(const Tensor& a, const Tensor& b, const Wind
   require_same_size(a, b, "squared_distance");
   if (a.layout() != b.layout() || (grad_a && grad_a->layout() != a.layout()))
     fail("internal: squared_distance on tensors of different layouts");
-  const Shape& s = a.shape();
   const ElementView pa(a), pb(b);
   const ElementView pg = grad_a ? ElementView(*grad_a) : ElementView(Tensor());
   const bool with_gradient = grad_a != nullptr;
-  // Rows of the window are contiguous runs in both layouts (a run of x in
-  // planar, a run of x*C in NHWC): one run per (channel,) row.
-  const bool planar = a.layout() == Layout::planar;
-  const int channel_runs = planar ? s.channels : 1;
-  const std::size_t run_length = planar ? std::size_t(window.width) : std::size_t(window.width) * s.channels;
-  double total = 0.0;
-#pragma omp parallel for collapse(2) reduction(+ : total) schedule(static)
-  for (int c = 0; c < channel_runs; ++c)
-    for (int y = window.y; y < window.y + window.height; ++y) {
-      std::size_t begin = offset_of(s, a.layout(), c, y, window.x);
-      double row = 0.0;
-      for (std::size_t i = begin; i < begin + run_length; ++i) {
-        float d = pa.get(i) - pb.get(i);
-        row += double(d) * d;
-        if (with_gradient) pg.set(i, pg.get(i) + grad_scale * d);
-      }
-      total += row;
-    }
-  return total;
+  return sum_over_window(a.shape(), a.layout(), window, [&](std::size_t i) {
+    float d = pa.get(i) - pb.get(i);
+    if (with_gradient) pg.set(i, pg.get(i) + grad_scale * d);
+    return double(d) * d;
+  });
 }
 
 double CpuBackend::window_sum_abs(const Tensor& a, const Window& window) {
@@ -268,19 +273,7 @@ double CpuBackend::window_sum_abs(const Tensor& a, const Window& window) {
     fail("internal: window_sum_abs window outside the map");
   if (window.width <= 0 || window.height <= 0) return 0.0;
   const ElementView pa(a);
-  const bool planar = a.layout() == Layout::planar;
-  const int channel_runs = planar ? s.channels : 1;
-  const std::size_t run_length = planar ? std::size_t(window.width) : std::size_t(window.width) * s.channels;
-  double total = 0.0;
-#pragma omp parallel for collapse(2) reduction(+ : total) schedule(static)
-  for (int c = 0; c < channel_runs; ++c)
-    for (int y = window.y; y < window.y + window.height; ++y) {
-      std::size_t begin = offset_of(s, a.layout(), c, y, window.x);
-      double row = 0.0;
-      for (std::size_t i = begin; i < begin + run_length; ++i) row += std::abs(pa.get(i));
-      total += row;
-    }
-  return total;
+  return sum_over_window(s, a.layout(), window, [&](std::size_t i) { return double(std::abs(pa.get(i))); });
 }
 
 void CpuBackend::copy_window(const Tensor& source, const Window& window, Tensor& destination, int x, int y) {

@@ -100,6 +100,16 @@ struct AbsTerm {
 // The window's rows are contiguous runs in both layouts (width floats per
 // channel row in planar, width x C in NHWC): element i of the window is
 // element i % run_length of run i / run_length.
+// Element i of a window's elements, counted run by run: a run of x in
+// planar, of x*C in NHWC, one per (channel,) row, `run_length` long.
+__device__ std::size_t window_element(std::size_t i, std::size_t run_length, const Window& window, int channels,
+                                      int height, int width, bool planar) {
+  std::size_t run = i / run_length, k = i % run_length;
+  int c = planar ? int(run / window.height) : 0;
+  int y = window.y + int(run % window.height);
+  return offset_of(channels, height, width, planar, c, y, window.x) + k;
+}
+
 struct SquaredDistanceTerm {
   Elements a, b, grad;
   bool with_gradient;
@@ -109,10 +119,7 @@ struct SquaredDistanceTerm {
   Window window;
   std::size_t run_length;
   __device__ double operator()(std::size_t i) const {
-    std::size_t run = i / run_length, k = i % run_length;
-    int c = planar ? int(run / window.height) : 0;
-    int y = window.y + int(run % window.height);
-    std::size_t index = offset_of(channels, height, width, planar, c, y, window.x) + k;
+    std::size_t index = window_element(i, run_length, window, channels, height, width, planar);
     float d = a.get(index) - b.get(index);
     if (with_gradient) grad.set(index, grad.get(index) + grad_scale * d);
     return double(d) * d;
@@ -126,10 +133,7 @@ struct WindowAbsTerm {
   Window window;
   std::size_t run_length;
   __device__ double operator()(std::size_t i) const {
-    std::size_t run = i / run_length, k = i % run_length;
-    int c = planar ? int(run / window.height) : 0;
-    int y = window.y + int(run % window.height);
-    return fabs(double(a.get(offset_of(channels, height, width, planar, c, y, window.x) + k)));
+    return fabs(double(a.get(window_element(i, run_length, window, channels, height, width, planar))));
   }
 };
 
