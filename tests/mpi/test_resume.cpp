@@ -223,6 +223,13 @@ TEST_F(Resume, MultiScaleStoppedInsideTheSecondScale) {
   second.insert(second.end(), {"-o", "part.exr", "--resume", "auto", "--tiles", "2x2"});
   ASSERT_EQ(run(second, "second.log"), 0) << text("second.log");
   EXPECT_NE(text("second.log").find("scale 2 of 3"), std::string::npos) << text("second.log");
+  // The scale's summary counts the iterations this run did, not those before.
+  const int stopped_at = lines.back()["iteration"];
+  EXPECT_NE(text("second.log").find("scale 2 of 3: " + std::to_string(40 - stopped_at) + " iterations in"),
+            std::string::npos)
+      << text("second.log");
+  EXPECT_NE(text("second.log").find("resumed after iteration " + std::to_string(stopped_at)), std::string::npos)
+      << text("second.log");
   EXPECT_LE(difference("part.exr", "whole.exr"), 1e-4);
 }
 

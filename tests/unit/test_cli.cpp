@@ -428,5 +428,32 @@ TEST(Cli, ThreadsFollowTheCpusAllowedAndWaitPassively) {
       << debug_line("env OMP_WAIT_POLICY=active");
 }
 
+// Weights by name: ./models first, then $XDG_DATA_HOME/tessera/models;
+// $TESSERA_WEIGHTS_DIR alone when set.
+TEST(Cli, WeightsNamesAreLookedForInTheWeightsFolders) {
+  SmallInputs in = small_inputs();
+  const fs::path xdg = in.folder / "xdg";
+  fs::create_directories(xdg / "tessera" / "models");
+  fs::copy_file(in.weights, xdg / "tessera" / "models" / "mine.h5");
+  auto dry_run = [&](const std::string& environment) {
+    fs::path log = in.folder / "weights.txt";
+    std::string command = "cd '" + in.folder.string() + "' && env -u TESSERA_WEIGHTS_DIR " + environment + " '" +
+                          testing::tessera_binary().string() +
+                          "' render --content c.png --style s.png --weights mine --size 24 --dry-run > '" +
+                          log.string() + "' 2>&1";
+    int status = std::system(command.c_str());
+    std::ifstream in_log(log);
+    std::string text((std::istreambuf_iterator<char>(in_log)), std::istreambuf_iterator<char>());
+    return std::make_pair(WIFEXITED(status) ? WEXITSTATUS(status) : -1, text);
+  };
+  auto [found, found_text] = dry_run("XDG_DATA_HOME='" + xdg.string() + "'");
+  EXPECT_EQ(found, 0) << found_text;
+  EXPECT_NE(found_text.find((xdg / "tessera" / "models" / "mine.h5").string()), std::string::npos) << found_text;
+  auto [only, only_text] = dry_run("XDG_DATA_HOME='" + xdg.string() + "' TESSERA_WEIGHTS_DIR=elsewhere");
+  EXPECT_EQ(only, 1) << only_text;
+  EXPECT_NE(only_text.find("elsewhere/mine.h5"), std::string::npos) << only_text;
+  EXPECT_EQ(std::count(only_text.begin(), only_text.end(), '\n'), 1) << only_text;
+}
+
 }  // namespace
 }  // namespace tessera
