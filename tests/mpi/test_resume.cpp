@@ -402,7 +402,7 @@ TEST_F(Resume, DamagedOrForeignCheckpointsAreRefused) {
   for (double fraction : {0.05, 0.5, 0.95}) {
     std::string name = "cut" + std::to_string(int(fraction * 100)) + ".h5";
     std::ofstream(folder_ / name, std::ios::binary).write(bytes.data(), std::streamsize(fraction * bytes.size()));
-    refused(name, "HDF5");
+    refused(name, "cut short");
   }
   // A byte in the middle of the image's values.
   std::string flipped = bytes;

@@ -60,8 +60,7 @@ class H5File {
 
   template <typename Status>
   Status check(Status status, const char* expression) const {
-    if (status < 0)
-      fail("HDF5 call ", call_name(expression), " failed for '", path_.string(), "': ", hdf5_error_text());
+    if (status < 0) fail(failure_message(call_name(expression), hdf5_error_text()));
     return status;
   }
   H5Handle own(hid_t id, herr_t (*close)(hid_t), const char* expression) const {
@@ -75,6 +74,10 @@ class H5File {
   const std::filesystem::path& path() const { return path_; }
 
  private:
+  // What the user reads: the file and, for the failures a user can cause
+  // (a file cut short), what happened in words; HDF5's own text otherwise.
+  std::string failure_message(const std::string& call, const std::string& hdf5_text) const;
+
   std::filesystem::path path_;
   std::string kind_;
 };
