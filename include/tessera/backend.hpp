@@ -90,7 +90,9 @@ struct AdamState {
 // Storage of activations: f32 (the reference), or bf16 (half the memory
 // and bandwidth; products accumulate in f32, Gram sums and losses stay f32).
 enum class Precision { f32, bf16 };
-Precision parse_precision(const std::string& text);  // "f32" | "bf16", else tessera::Error
+Precision parse_precision(const std::string& text);
+// TESSERA_POISON_BUFFERS set to anything but 0: see Backend::Contents.
+bool poison_unset_buffers();  // "f32" | "bf16", else tessera::Error
 const char* precision_name(Precision precision);
 
 class Backend {
@@ -105,7 +107,15 @@ class Backend {
   virtual void set_threads(int threads) = 0;
 
   // --- memory
-  virtual Tensor allocate(Shape shape, Layout layout) = 0;
+  // What a fresh buffer holds: `zeros` for one read before it is wholly
+  // written (accumulators, Adam's moments), `unset` for one every use writes
+  // first (activations, halo-filled tiles, optimiser directions). At poster
+  // sizes those are gigabytes, and zeroing them was half of a scale's set-up.
+  // With TESSERA_POISON_BUFFERS=1 (the tests set it) unset buffers are filled
+  // with NaN, so that a read before a write shows in a result.
+  enum class Contents { zeros, unset };
+  virtual Tensor allocate(Shape shape, Layout layout, Contents contents) = 0;
+  Tensor allocate(Shape shape, Layout layout) { return allocate(shape, layout, Contents::zeros); }
   // Host data is always planar C x H x W.
   virtual void upload(std::span<const float> host, Tensor& tensor) = 0;
   virtual void download(const Tensor& tensor, std::span<float> host) = 0;

@@ -1,6 +1,8 @@
 #include "tessera/tensor.hpp"
 
 #include <cmath>
+#include <cstdlib>
+#include <string_view>
 
 #include "tessera/backend.hpp"
 #include "tessera/error.hpp"
@@ -39,5 +41,13 @@ float AdamState::step_size() const {
 }
 
 const char* precision_name(Precision precision) { return precision == Precision::bf16 ? "bf16" : "f32"; }
+
+bool poison_unset_buffers() {
+  static const bool poison = [] {
+    const char* value = std::getenv("TESSERA_POISON_BUFFERS");
+    return value && *value && std::string_view(value) != "0";
+  }();
+  return poison;
+}
 
 }  // namespace tessera

@@ -94,22 +94,23 @@ void Network::allocate_buffers() {
   // sized for the largest layer and viewed at each stage's shape.
   Tensor pass_through[2];
   if (use_ == NetworkUse::features_only) {
-    pass_through[0] = backend_.allocate({int(largest_), 1, 1}, Layout::features);
-    pass_through[1] = backend_.allocate({int(largest_), 1, 1}, Layout::features);
+    pass_through[0] = backend_.allocate({int(largest_), 1, 1}, Layout::features, Backend::Contents::unset);
+    pass_through[1] = backend_.allocate({int(largest_), 1, 1}, Layout::features, Backend::Contents::unset);
   }
   for (std::size_t s = 0; s < stages_.size(); ++s) {
     bool tapped = std::any_of(taps_.begin(), taps_.end(), [&](const Tap& t) { return t.stage == int(s); });
     Stage& stage = *stages_[s];
     if (use_ == NetworkUse::training || tapped)
-      stage.output = backend_.allocate(stage.output_shape, Layout::features);
+      stage.output = backend_.allocate(stage.output_shape, Layout::features, Backend::Contents::unset);
     else
       stage.output = pass_through[s % 2].view(stage.output_shape, Layout::features);
   }
   if (use_ == NetworkUse::training) {
-    for (auto& tap : taps_) tap.gradient = backend_.allocate(stages_[tap.stage]->output_shape, Layout::features);
+    for (auto& tap : taps_)
+      tap.gradient = backend_.allocate(stages_[tap.stage]->output_shape, Layout::features, Backend::Contents::unset);
     // Two buffers large enough for any layer carry the gradient down.
-    gradient_a_ = backend_.allocate({int(largest_), 1, 1}, Layout::features);
-    gradient_b_ = backend_.allocate({int(largest_), 1, 1}, Layout::features);
+    gradient_a_ = backend_.allocate({int(largest_), 1, 1}, Layout::features, Backend::Contents::unset);
+    gradient_b_ = backend_.allocate({int(largest_), 1, 1}, Layout::features, Backend::Contents::unset);
   }
   buffers_allocated_ = true;
 }

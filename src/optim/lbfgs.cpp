@@ -13,9 +13,10 @@ Lbfgs::Lbfgs(Backend& backend, Communicator& communicator, Shape shape, LbfgsSet
     : backend_(backend), communicator_(communicator), shape_(shape), settings_(settings) {
   if (settings_.history < 1) fail("L-BFGS history must be at least 1, got ", settings_.history);
   if (!(settings_.learning_rate > 0.0f)) fail("L-BFGS learning rate must be positive");
-  direction_ = backend_.allocate(shape_, Layout::planar);
-  previous_gradient_ = backend_.allocate(shape_, Layout::planar);
-  if (settings_.line_search != LineSearch::none) origin_ = backend_.allocate(shape_, Layout::planar);
+  direction_ = backend_.allocate(shape_, Layout::planar, Backend::Contents::unset);
+  previous_gradient_ = backend_.allocate(shape_, Layout::planar, Backend::Contents::unset);
+  if (settings_.line_search != LineSearch::none)
+    origin_ = backend_.allocate(shape_, Layout::planar, Backend::Contents::unset);
   alpha_.resize(settings_.history);
 }
 
@@ -29,7 +30,7 @@ Tensor Lbfgs::take_buffer() {
     spare_.pop_back();
     return t;
   }
-  return backend_.allocate(shape_, Layout::planar);
+  return backend_.allocate(shape_, Layout::planar, Backend::Contents::unset);
 }
 
 void Lbfgs::clear_history() {

@@ -83,11 +83,11 @@ Renderer::Renderer(Backend& backend, Communicator& communicator, RenderSettings 
     }
   }
   Shape local{int(objective_->local_elements()), 1, 1};
-  image_ = backend_.allocate(local, Layout::planar);
+  image_ = backend_.allocate(local, Layout::planar, Backend::Contents::unset);
   auto owned = scatter_boxes(communicator_, start, width, height, objective_->owned_boxes(), objective_->owners());
   start = {};
   backend_.upload(owned, image_);
-  gradient_ = backend_.allocate(local, Layout::planar);
+  gradient_ = backend_.allocate(local, Layout::planar, Backend::Contents::unset);
   inputs_.weights = nullptr;  // planned and targets set: the caller may free them
 
   // Image units: the input domain's change for a change of 1 in every RGB

@@ -92,8 +92,10 @@ TiledObjective::TiledObjective(Backend& backend, const Architecture& arch, const
       }
     }
     local.planned = planned.get();
-    local.grown_image = backend_.allocate({3, tile.grown.height(), tile.grown.width()}, Layout::planar);
-    local.grown_gradient = backend_.allocate({3, tile.grown.height(), tile.grown.width()}, Layout::planar);
+    local.grown_image =
+        backend_.allocate({3, tile.grown.height(), tile.grown.width()}, Layout::planar, Backend::Contents::unset);
+    local.grown_gradient =
+        backend_.allocate({3, tile.grown.height(), tile.grown.width()}, Layout::planar, Backend::Contents::unset);
     tiles_.push_back(std::move(local));
   }
 
@@ -144,7 +146,7 @@ TiledObjective::TiledObjective(Backend& backend, const Architecture& arch, const
         continue;
       }
       if (item.kind != HaloItem::local_copy)
-        item.staging = backend_.allocate({3, box.height(), box.width()}, Layout::planar);
+        item.staging = backend_.allocate({3, box.height(), box.width()}, Layout::planar, Backend::Contents::unset);
       halo_.push_back(std::move(item));
     }
   for (auto& [peer, size] : send_size) {

@@ -137,14 +137,14 @@ void CpuBackend::set_precision(Precision precision) {
   precision_ = precision;
 }
 
-Tensor CpuBackend::allocate(Shape shape, Layout layout) {
+Tensor CpuBackend::allocate(Shape shape, Layout layout, Contents contents) {
   DataType type = layout == Layout::features ? feature_type() : DataType::f32;
   std::size_t count = shape.elements();
   std::size_t bytes = count * bytes_per_element(type);
   auto storage = allocate_bytes(bytes);
-  // Fresh buffers start at zero so that a forgotten initialisation shows up as
-  // a wrong number, never as garbage.
-  std::memset(storage.get(), 0, bytes);
+  // All bits set is a NaN in f32 and in bf16.
+  if (contents == Contents::zeros) std::memset(storage.get(), 0, bytes);
+  else if (poison_unset_buffers()) std::memset(storage.get(), 0xff, bytes);
   return Tensor(shape, layout, std::move(storage), count, type);
 }
 

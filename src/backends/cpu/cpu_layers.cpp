@@ -47,8 +47,8 @@ class CpuConvolution final : public ConvolutionLayer {
       const DataType type = backend_.feature_type();
       auto src_md = CpuBackend::describe_memory(input, Layout::features, type);
       if (input_layout == Layout::planar) {
-        staged_input_ = backend_.allocate(input, Layout::features);
-        staged_gradient_ = backend_.allocate(input, Layout::features);
+        staged_input_ = backend_.allocate(input, Layout::features, Backend::Contents::unset);
+        staged_gradient_ = backend_.allocate(input, Layout::features, Backend::Contents::unset);
       }
       auto dst_md = CpuBackend::describe_memory(output_, Layout::features, type);
       memory::desc weights_any({weights.out_channels, weights.in_channels, weights.kernel_h, weights.kernel_w},

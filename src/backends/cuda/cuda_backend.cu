@@ -450,14 +450,14 @@ std::shared_ptr<void> CudaBackend::device_weights(const ConvWeights& weights, Da
   return memory;
 }
 
-Tensor CudaBackend::allocate(Shape shape, Layout layout) {
+Tensor CudaBackend::allocate(Shape shape, Layout layout, Contents contents) {
   DataType type = layout == Layout::features ? feature_type() : DataType::f32;
   std::size_t count = shape.elements();
   std::size_t bytes = count * bytes_per_element(type);
   std::shared_ptr<void> memory = allocate_bytes(bytes);
-  // Fresh buffers start at zero, as on the CPU: a forgotten initialisation
-  // shows as a wrong number, never as garbage.
-  TESSERA_CUDA_CHECK(cudaMemsetAsync(memory.get(), 0, bytes, stream_));
+  // All bits set is a NaN in f32 and in bf16.
+  if (contents == Contents::zeros) TESSERA_CUDA_CHECK(cudaMemsetAsync(memory.get(), 0, bytes, stream_));
+  else if (poison_unset_buffers()) TESSERA_CUDA_CHECK(cudaMemsetAsync(memory.get(), 0xff, bytes, stream_));
   return Tensor(shape, layout, std::static_pointer_cast<float>(memory), count, type);
 }
 

@@ -33,7 +33,8 @@ class CudaBackend final : public Backend {
   std::vector<std::string> describe() const override;
   void set_threads(int) override {}  // the GPU's parallelism is not set in threads
 
-  Tensor allocate(Shape shape, Layout layout) override;
+  using Backend::allocate;
+  Tensor allocate(Shape shape, Layout layout, Contents contents) override;
   void upload(std::span<const float> host, Tensor& tensor) override;
   void download(const Tensor& tensor, std::span<float> host) override;
   std::size_t peak_device_bytes() const override { return peak_bytes_.load(); }

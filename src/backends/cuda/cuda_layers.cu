@@ -104,8 +104,8 @@ class CudaConvolution final : public ConvolutionLayer {
     // A planar input (the image) is staged through NHWC, as on the CPU:
     // one layout for every convolution keeps cuDNN on its NHWC kernels.
     if (input_layout == Layout::planar) {
-      staged_input_ = backend_.allocate(input, Layout::features);
-      staged_gradient_ = backend_.allocate(input, Layout::features);
+      staged_input_ = backend_.allocate(input, Layout::features, Backend::Contents::unset);
+      staged_gradient_ = backend_.allocate(input, Layout::features, Backend::Contents::unset);
     }
     x_.set_nhwc(input, type_);
     y_.set_nhwc(output_, type_);
