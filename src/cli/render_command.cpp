@@ -20,6 +20,7 @@
 #include "cli/agreement.hpp"
 #include "cli/commands.hpp"
 #include "cli/config_file.hpp"
+#include "cli/imported_weights.hpp"
 #include "cli/memory_check.hpp"
 #include "cli/progress.hpp"
 #include "cli/signals.hpp"
@@ -48,6 +49,7 @@ struct RenderOptions {
   float style_scale = 1.0f;
   std::string model;
   std::string weights;
+  std::string proto_file;
   std::vector<std::string> content_layers;
   std::vector<std::string> style_layers;
   float content_weight = 5.0f;
@@ -111,6 +113,7 @@ std::filesystem::path resolve_weights(const RenderOptions& o, const std::string&
   };
   if (!o.weights.empty()) {
     std::filesystem::path path(o.weights);
+    if (std::filesystem::is_directory(path)) fail("--weights '", o.weights, "' is a folder, not a weights file");
     if (std::filesystem::exists(path)) return path;
     // A bare name ("vgg19") means a file in the weights folders.
     if (!path.has_extension() && !path.has_parent_path()) {
@@ -122,7 +125,8 @@ std::filesystem::path resolve_weights(const RenderOptions& o, const std::string&
   }
   if (auto found = find_named(model)) return *found;
   fail("no weights given and none found at ", searched(model),
-       ": pass --weights FILE.h5 (import one with 'tessera models import', or tools/fetch-models.sh)");
+       ": pass --weights FILE (an .h5, or a .caffemodel or .pth, imported on first use), or import them with "
+       "tools/fetch-models.sh");
 }
 
 // From about this size a scale's set-up takes long enough to be worth a line.
@@ -457,7 +461,23 @@ RenderPlan plan_render(CLI::App& command, RenderOptions& o) {
     fail("--resume: checkpoint '", o.resume, "' not found (or use --resume auto)");
 
   // --- weights and layers
+  if (!o.proto_file.empty()) {
+    // neural-style's -proto_file: tessera reads the layers from the weights;
+    // the prototxt names the backbone they must be.
+    const std::string described = architecture_from_prototxt(o.proto_file);
+    if (!o.model.empty() && o.model != described)
+      fail("--model ", o.model, " but --proto-file ", o.proto_file, " describes ", described);
+    o.model = described;
+  }
   plan.weights_path = resolve_weights(o, o.model.empty() ? "vgg19" : o.model);
+  if (needs_import(plan.weights_path)) {
+    try {
+      plan.weights_path = cached_import(plan.weights_path, o.model, plan.notes);
+    } catch (const Error& e) {
+      if (o.proto_file.empty()) throw;
+      fail(e.what(), " (--proto-file ", o.proto_file, " describes ", o.model, ")");
+    }
+  }
   plan.weights = io::read_weights(plan.weights_path);
   const auto& weights_path = plan.weights_path;
   const auto& weights = plan.weights;
@@ -1047,7 +1067,11 @@ Command add_render_command(CLI::App& app) {
   command->add_option("--style-scale", o->style_scale, "Style image long side relative to the output's")
       ->capture_default_str();
   command->add_option("--model", o->model, "Backbone: vgg19, vgg16, nin (default: the weights file's)");
-  command->add_option("--weights", o->weights, "Weights (.h5 from 'tessera models import', or its name)");
+  command->add_option("--weights,--model-file", o->weights,
+                      "Weights: an .h5 from 'tessera models import' or its name, or a .caffemodel or .pth "
+                      "(imported on first use and cached)");
+  command->add_option("--proto-file", o->proto_file,
+                      "neural-style's deploy .prototxt: checks that the weights are the backbone it describes");
   command->add_option("--content-layers", o->content_layers, "Content layers (default relu4_2; NIN relu7)")
       ->delimiter(',');
   command->add_option("--style-layers", o->style_layers,

@@ -4,8 +4,10 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <random>
@@ -625,6 +627,67 @@ TEST(FetchModels, ImportsEachModelUnderTheNameRendersLookFor) {
     EXPECT_EQ(run.exit_code, 0) << run.output;
     EXPECT_NE(run.output.find((weights.empty() ? "vgg19" : weights) + ".h5"), std::string::npos) << run.output;
   }
+}
+
+// ---------------------------------------------------------------------------
+// neural-style's -model_file and -proto_file: `render` imports a .caffemodel
+// itself, once, into the cache, and imports again only when the file changes.
+
+TEST(RenderImports, ACaffemodelOnceIntoTheCache) {
+  auto dir = tessera::testing::scratch_dir();
+  const fs::path cache = dir / "cache";
+  ASSERT_EQ(setenv("XDG_CACHE_HOME", cache.c_str(), 1), 0);
+  struct Unset {
+    ~Unset() { unsetenv("XDG_CACHE_HOME"); }
+  } unset;
+  write_bytes(dir / "VGG_ILSVRC_19_layers.caffemodel", v1_vgg_net());
+  std::ofstream(dir / "vgg19.prototxt") << "name: \"VGG_ILSVRC_19_layers\"\nlayers { name: \"conv5_4\" type: CONVOLUTION }\n";
+  std::ofstream(dir / "nin.prototxt") << "layers { name: \"cccp1\" type: CONVOLUTION }\n";
+  std::ofstream(dir / "other.prototxt") << "layers { name: \"fc6\" }\n";
+  tessera::Image image(40, 32);
+  for (std::size_t i = 0; i < image.pixels.size(); ++i) image.pixels[i] = float(i % 5) / 5.0f;
+  tessera::io::write_image(dir / "in.png", image);
+  const std::string render = "render --content in.png --style in.png --size 32 --dry-run ";
+  const std::string neural_style = render + "--proto-file vgg19.prototxt --model-file VGG_ILSVRC_19_layers.caffemodel";
+  auto cached_files = [&] {
+    std::vector<std::string> names;
+    if (fs::exists(cache / "tessera" / "weights"))
+      for (const auto& entry : fs::directory_iterator(cache / "tessera" / "weights"))
+        if (entry.path().extension() == ".h5") names.push_back(entry.path().filename().string());
+    return names;
+  };
+
+  auto first = tessera::testing::run_tessera(neural_style, dir);
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  EXPECT_NE(first.output.find("importing VGG_ILSVRC_19_layers.caffemodel"), std::string::npos) << first.output;
+  ASSERT_EQ(cached_files().size(), 1u);
+  EXPECT_TRUE(cached_files().front().starts_with("VGG_ILSVRC_19_layers-")) << cached_files().front();
+
+  auto again = tessera::testing::run_tessera(neural_style, dir);
+  ASSERT_EQ(again.exit_code, 0) << again.output;
+  EXPECT_EQ(again.output.find("importing"), std::string::npos) << again.output;
+  EXPECT_NE(again.output.find("imported earlier"), std::string::npos) << again.output;
+
+  // --weights takes the same file; a changed file is imported again.
+  write_bytes(dir / "VGG_ILSVRC_19_layers.caffemodel", v1_vgg_net());
+  fs::last_write_time(dir / "VGG_ILSVRC_19_layers.caffemodel",
+                      fs::last_write_time(dir / "VGG_ILSVRC_19_layers.caffemodel") + std::chrono::seconds(5));
+  auto changed = tessera::testing::run_tessera(render + "--weights VGG_ILSVRC_19_layers.caffemodel", dir);
+  ASSERT_EQ(changed.exit_code, 0) << changed.output;
+  EXPECT_NE(changed.output.find("importing"), std::string::npos) << changed.output;
+  EXPECT_EQ(cached_files().size(), 2u);
+
+  // The prototxt names the backbone: a mismatch and an unknown one are errors.
+  auto nin = tessera::testing::run_tessera(render + "--proto-file nin.prototxt --model-file VGG_ILSVRC_19_layers.caffemodel", dir);
+  EXPECT_EQ(nin.exit_code, 1) << nin.output;
+  EXPECT_NE(nin.output.find("nin"), std::string::npos) << nin.output;
+  auto other = tessera::testing::run_tessera(render + "--proto-file other.prototxt --model-file VGG_ILSVRC_19_layers.caffemodel", dir);
+  EXPECT_EQ(other.exit_code, 1) << other.output;
+  EXPECT_NE(other.output.find("names no layer of a backbone"), std::string::npos) << other.output;
+  auto model = tessera::testing::run_tessera(neural_style + " --model vgg16", dir);
+  EXPECT_EQ(model.exit_code, 1) << model.output;
+  EXPECT_NE(model.output.find("--model vgg16 but --proto-file vgg19.prototxt describes vgg19"), std::string::npos)
+      << model.output;
 }
 
 // ---------------------------------------------------------------------------
