@@ -310,7 +310,9 @@ TEST(WeightsFile, ValidatesEverythingOnRead) {
 
   HandWritten spec;
   spec.format = "something-else";
-  expect_refused(spec, "format attribute is not 'tessera-weights'");
+  expect_refused(spec, "its format is 'something-else', not 'tessera-weights'");
+  spec.format = "tessera-checkpoint";
+  expect_refused(spec, "it is a render's checkpoint (--resume reads those)");
   spec = {};
   spec.version = 2;
   expect_refused(spec, "format_version is 2");
