@@ -15,6 +15,7 @@ packages=(
   libprotobuf-dev protobuf-compiler        # .caffemodel import
   libzip-dev                               # .pth (zip) import
   zlib1g-dev                               # checkpoints' CRC-32
+  libssl-dev                               # SHA-256 (OpenSSL libcrypto)
   nlohmann-json3-dev libtomlplusplus-dev libcli11-dev libspdlog-dev libfmt-dev
   libgtest-dev libbenchmark-dev
   python3-matplotlib                       # tools/scaling-study's plots
