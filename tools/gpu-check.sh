@@ -69,7 +69,7 @@ pack() {
   rm -rf "$bundle"
   mkdir -p "$bundle/lib" "$bundle/lib-fallback"
   cp "$build/tests/unit/test_cuda_backend" "$build/tests/unit/test_nccl_communicator" \
-     "$build/src/backends/cuda/tessera-cuda-bench" "$bundle/"
+     "$build/tools/tessera-cuda-bench" "$bundle/"
   strip --strip-unneeded "$bundle/test_cuda_backend" "$bundle/test_nccl_communicator" "$bundle/tessera-cuda-bench"
   # The CUDA libraries come from the GPU machine's PyTorch (same major
   # versions: cuBLAS 13, cuDNN 9); the C library and the loader are the
