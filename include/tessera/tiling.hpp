@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "tessera/model.hpp"
@@ -54,6 +55,16 @@ struct TileGrid {
   // Throws tessera::Error when the image is too small for that many tiles
   // (each needs at least one block of owned pixels in each direction).
   static TileGrid make(int width, int height, int rows, int columns, int stride, int halo, int block);
+  // The grid a render of `layers` uses, and the one place its geometry is
+  // chosen: the total stride of the deepest layer, the exact halo (or, for
+  // `halo_px` >= 0, the user's width rounded up to the stride) and the
+  // reduction block for this image.
+  static TileGrid for_layers(const Architecture& arch, const std::vector<std::string>& layers, int width,
+                             int height, int rows, int columns, int halo_px = -1);
+  // The most rows and columns of tiles such an image holds (each tile owns
+  // at least one reduction block each way).
+  static std::pair<int, int> most_tiles(const Architecture& arch, const std::vector<std::string>& layers, int width,
+                                        int height);
   Box image() const { return {0, 0, width, height}; }
   // The reduction blocks, row-major; those at the right and bottom edges
   // reach the image's edge.

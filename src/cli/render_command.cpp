@@ -144,12 +144,10 @@ std::string intermediate_name(const std::string& output, int scale, int scale_co
 double rank_memory_needed(const RenderOptions& o, const RenderSettings& settings, int width, int height, int ranks) {
   const Architecture& a = architecture(settings.model);
   std::vector<std::string> used = settings.objective.layers();
-  const int stride = total_stride_for(a, used);
-  const int halo = render_halo_for(a, used, settings.halo_px);
   const int optimiser_vectors = o.optimizer == "adam" ? 2 : 2 * o.lbfgs_history + 2;
   const int activation_bytes = o.precision == "bf16" ? 2 : 4;
-  TileGrid grid = TileGrid::make(width, height, settings.tile_rows, settings.tile_columns, stride, halo,
-                                 reduction_block_for(width, height, stride));
+  TileGrid grid =
+      TileGrid::for_layers(a, used, width, height, settings.tile_rows, settings.tile_columns, settings.halo_px);
   auto owners = place_tiles(int(grid.tiles.size()), ranks);
   double needed = 0.0;
   for (int r = 0; r < ranks; ++r)
@@ -167,9 +165,7 @@ void choose_tiles(const RenderOptions& o, RenderSettings& settings, int width, i
                   std::vector<std::string>& notes) {
   const Architecture& a = architecture(settings.model);
   std::vector<std::string> used = settings.objective.layers();
-  const int stride = total_stride_for(a, used);
-  const int block = reduction_block_for(width, height, stride);
-  const int most_rows = std::max(1, height / block), most_columns = std::max(1, width / block);
+  const auto [most_rows, most_columns] = TileGrid::most_tiles(a, used, width, height);
   auto enough_for_ranks = [&](int rows, int columns) {
     if (rows * columns < ranks)
       fail("the image at ", width, "x", height, " holds at most ", most_rows, "x", most_columns, " tiles, fewer than ",

@@ -28,10 +28,8 @@ Renderer::Renderer(Backend& backend, Communicator& communicator, RenderSettings 
   std::vector<std::string> layers = settings_.objective.layers();
   for (const auto& layer : layers)
     if (arch.index_of(layer) < 0) fail("model ", arch.name, " has no layer '", layer, "'");
-  int stride = total_stride_for(arch, layers);
-  int halo = render_halo_for(arch, layers, settings_.halo_px);
-  TileGrid grid = TileGrid::make(width, height, settings_.tile_rows, settings_.tile_columns, stride, halo,
-                                 reduction_block_for(width, height, stride));
+  TileGrid grid =
+      TileGrid::for_layers(arch, layers, width, height, settings_.tile_rows, settings_.tile_columns, settings_.halo_px);
   auto owners = place_tiles(int(grid.tiles.size()), communicator_.size());
   objective_ = std::make_unique<TiledObjective>(backend_, arch, *inputs_.weights, std::move(grid), std::move(owners),
                                                 settings_.objective, communicator_);

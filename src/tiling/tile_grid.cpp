@@ -76,6 +76,19 @@ std::vector<Box> TileGrid::blocks() const {
   return all;
 }
 
+TileGrid TileGrid::for_layers(const Architecture& arch, const std::vector<std::string>& layers, int width, int height,
+                             int rows, int columns, int halo_px) {
+  const int stride = total_stride_for(arch, layers);
+  return make(width, height, rows, columns, stride, render_halo_for(arch, layers, halo_px),
+              reduction_block_for(width, height, stride));
+}
+
+std::pair<int, int> TileGrid::most_tiles(const Architecture& arch, const std::vector<std::string>& layers, int width,
+                                         int height) {
+  const int block = reduction_block_for(width, height, total_stride_for(arch, layers));
+  return {std::max(1, height / block), std::max(1, width / block)};
+}
+
 int reduction_block_for(int width, int height, int stride) {
   int strides = std::min(width, height) / (4 * stride);
   return stride * std::clamp(strides, 1, std::max(1, 256 / stride));

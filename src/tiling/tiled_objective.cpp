@@ -486,7 +486,6 @@ StyleTargets tiled_style_targets(Backend& backend, const Architecture& arch, con
   targets.layers = layers;
   if (layers.empty()) return targets;
 
-  const int stride = total_stride_for(arch, layers), halo = halo_width_for(arch, layers);
   std::vector<int> layer_stride;
   for (const auto& layer : layers) layer_stride.push_back(receptive_field(arch, layer).stride_px);
   std::vector<std::size_t> offsets;
@@ -507,10 +506,9 @@ StyleTargets tiled_style_targets(Backend& backend, const Architecture& arch, con
     }
     // The style image's own grid: as many tiles as the render's, fewer when
     // it is too small to hold them.
-    const int block = reduction_block_for(style.width, style.height, stride);
-    const int style_rows = std::clamp(rows, 1, std::max(1, style.height / block));
-    const int style_columns = std::clamp(columns, 1, std::max(1, style.width / block));
-    TileGrid grid = TileGrid::make(style.width, style.height, style_rows, style_columns, stride, halo, block);
+    const auto [most_rows, most_columns] = TileGrid::most_tiles(arch, layers, style.width, style.height);
+    TileGrid grid = TileGrid::for_layers(arch, layers, style.width, style.height, std::min(rows, most_rows),
+                                         std::min(columns, most_columns));
     auto owners = place_tiles(int(grid.tiles.size()), communicator.size());
     std::vector<Box> grown;
     for (const Tile& tile : grid.tiles) grown.push_back(tile.grown);
