@@ -13,16 +13,9 @@
 
 #include "tessera/backend.hpp"
 #include "tessera/communicator.hpp"
+#include "tessera/render_state.hpp"
 
 namespace tessera {
-
-// What an optimiser carries from one iteration to the next, for checkpoints:
-// scalars (the same on every rank) and named vectors laid out like the image
-// (each rank holds its part).
-struct OptimizerState {
-  std::map<std::string, double> scalars;
-  std::vector<std::string> vectors;  // names, in the order they are saved
-};
 
 // The objective at x: returns the loss and writes the gradient. A collective
 // call: every rank passes its own part of x.

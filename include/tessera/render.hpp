@@ -16,6 +16,7 @@
 #include "tessera/image.hpp"
 #include "tessera/objective.hpp"
 #include "tessera/optimizer.hpp"
+#include "tessera/render_state.hpp"
 #include "tessera/tiled_objective.hpp"
 
 namespace tessera {
@@ -52,15 +53,6 @@ struct RenderInputs {
   // InitKind::given: the whole planar image in the backbone's input domain
   // (rank 0 only, like the other images).
   std::vector<float> start;
-};
-
-// Where a render stands, for checkpoints: the iterations done and the
-// optimiser's state (the vectors themselves travel through Renderer::save
-// and Renderer::restore).
-struct RenderState {
-  int iterations_done = 0;
-  std::string optimizer;
-  OptimizerState optimizer_state;
 };
 
 struct IterationReport {

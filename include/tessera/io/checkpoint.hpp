@@ -35,7 +35,7 @@
 #include <string>
 #include <vector>
 
-#include "tessera/render.hpp"
+#include "tessera/render_state.hpp"
 
 namespace tessera::io {
 
