@@ -5,22 +5,25 @@
 #include <climits>
 #include <cstdlib>
 
+#include "tessera/checked_call.hpp"
 #include "tessera/error.hpp"
 
 namespace tessera {
 namespace {
 
-// Every MPI call goes through this: a failed status becomes a tessera::Error
-// naming the call and MPI's own message.
-void check(int status, const char* call) {
-  if (status == MPI_SUCCESS) return;
-  char message[MPI_MAX_ERROR_STRING] = {};
-  int length = 0;
-  MPI_Error_string(status, message, &length);
-  fail("MPI call ", call, " failed: ", std::string(message, length));
-}
+// Every MPI call is checked (with MPI_ERRORS_RETURN set, a failure returns).
+struct Mpi {
+  static constexpr const char* name = "MPI";
+  static bool ok(int status) { return status == MPI_SUCCESS; }
+  static std::string describe(int status) {
+    char message[MPI_MAX_ERROR_STRING] = {};
+    int length = 0;
+    if (MPI_Error_string(status, message, &length) != MPI_SUCCESS) return "error " + std::to_string(status);
+    return std::string(message, std::size_t(length));
+  }
+};
 
-#define TESSERA_MPI(call) check((call), #call)
+#define TESSERA_MPI(call) TESSERA_CHECK(Mpi, call)
 
 int count_of(std::size_t n) {
   if (n > std::size_t(INT_MAX)) fail("internal: an MPI message of ", n, " elements is too large");

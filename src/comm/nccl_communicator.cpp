@@ -6,26 +6,26 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 
+#include "backends/cuda/cuda_status.hpp"
+#include "tessera/checked_call.hpp"
 #include "tessera/error.hpp"
 
-#define TESSERA_NCCL_CUDA_CHECK(call)                                                                      \
-  do {                                                                                                     \
-    cudaError_t tessera_status_ = (call);                                                                  \
-    if (tessera_status_ != cudaSuccess)                                                                    \
-      ::tessera::fail("CUDA call ", #call, " failed at ", __FILE__, ":", __LINE__, ": ",                   \
-                      cudaGetErrorName(tessera_status_), " (", cudaGetErrorString(tessera_status_), ")"); \
-  } while (0)
-
-#define TESSERA_NCCL_CHECK(call)                                                                        \
-  do {                                                                                                  \
-    ncclResult_t tessera_status_ = (call);                                                              \
-    if (tessera_status_ != ncclSuccess)                                                                 \
-      ::tessera::fail("NCCL call ", #call, " failed at ", __FILE__, ":", __LINE__, ": ",                \
-                      ncclGetErrorString(tessera_status_), " (", ncclGetLastError(nullptr), ")");      \
-  } while (0)
-
 namespace tessera {
+namespace {
+
+struct Nccl {
+  static constexpr const char* name = "NCCL";
+  static bool ok(ncclResult_t status) { return status == ncclSuccess; }
+  static std::string describe(ncclResult_t status) {
+    return std::string(ncclGetErrorString(status)) + " (" + ncclGetLastError(nullptr) + ")";
+  }
+};
+
+}  // namespace
+
+#define TESSERA_NCCL_CHECK(call) TESSERA_CHECK(Nccl, call)
 
 struct NcclCommunicator::State {
   int device = 0;
@@ -40,24 +40,24 @@ struct NcclCommunicator::State {
 
   float* staging_for(std::size_t floats) {
     if (floats > staging_floats) {
-      if (staging) TESSERA_NCCL_CUDA_CHECK(cudaFree(staging));
+      if (staging) TESSERA_CUDA_CHECK(cudaFree(staging));
       staging = nullptr;
       staging_floats = 0;
-      TESSERA_NCCL_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&staging), floats * sizeof(float)));
+      TESSERA_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&staging), floats * sizeof(float)));
       staging_floats = floats;
     }
     return staging;
   }
   // Buffers come from other streams (the backend's): wait for them all.
-  void before() { TESSERA_NCCL_CUDA_CHECK(cudaDeviceSynchronize()); }
-  void after() { TESSERA_NCCL_CUDA_CHECK(cudaStreamSynchronize(stream)); }
+  void before() { TESSERA_CUDA_CHECK(cudaDeviceSynchronize()); }
+  void after() { TESSERA_CUDA_CHECK(cudaStreamSynchronize(stream)); }
 };
 
 NcclCommunicator::NcclCommunicator(Communicator& bootstrap, int device)
     : state_(std::make_unique<State>()), rank_(bootstrap.rank()), size_(bootstrap.size()) {
   State& s = *state_;
   s.device = device;
-  TESSERA_NCCL_CUDA_CHECK(cudaSetDevice(device));
+  TESSERA_CUDA_CHECK(cudaSetDevice(device));
   // NCCL's unique id travels byte by byte as floats (each holds a byte
   // exactly) through the bootstrap communicator's broadcast.
   ncclUniqueId id{};
@@ -68,9 +68,9 @@ NcclCommunicator::NcclCommunicator(Communicator& bootstrap, int device)
   if (bytes.size() != sizeof(id.internal)) fail("internal: NCCL's id arrived with ", bytes.size(), " bytes");
   for (std::size_t i = 0; i < bytes.size(); ++i) id.internal[i] = static_cast<char>(static_cast<unsigned char>(bytes[i]));
   TESSERA_NCCL_CHECK(ncclCommInitRank(&s.comm, size_, id, rank_));
-  TESSERA_NCCL_CUDA_CHECK(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
-  TESSERA_NCCL_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&s.scalar), sizeof(double)));
-  TESSERA_NCCL_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&s.counts), sizeof(int) * size_));
+  TESSERA_CUDA_CHECK(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
+  TESSERA_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&s.scalar), sizeof(double)));
+  TESSERA_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&s.counts), sizeof(int) * size_));
 }
 
 NcclCommunicator::~NcclCommunicator() {
@@ -104,9 +104,9 @@ void NcclCommunicator::sum(std::span<float> values) {
 double NcclCommunicator::max(double value) {
   State& s = *state_;
   s.before();
-  TESSERA_NCCL_CUDA_CHECK(cudaMemcpyAsync(s.scalar, &value, sizeof(double), cudaMemcpyHostToDevice, s.stream));
+  TESSERA_CUDA_CHECK(cudaMemcpyAsync(s.scalar, &value, sizeof(double), cudaMemcpyHostToDevice, s.stream));
   TESSERA_NCCL_CHECK(ncclAllReduce(s.scalar, s.scalar, 1, ncclDouble, ncclMax, s.comm, s.stream));
-  TESSERA_NCCL_CUDA_CHECK(cudaMemcpyAsync(&value, s.scalar, sizeof(double), cudaMemcpyDeviceToHost, s.stream));
+  TESSERA_CUDA_CHECK(cudaMemcpyAsync(&value, s.scalar, sizeof(double), cudaMemcpyDeviceToHost, s.stream));
   s.after();
   return value;
 }
@@ -131,10 +131,10 @@ void NcclCommunicator::gather_to_root(std::span<const float> local, std::vector<
   // Every rank's count first (an all-gather of one int each), then rank 0
   // receives each part into its staging buffer, in rank order.
   const int count = int(local.size());
-  TESSERA_NCCL_CUDA_CHECK(cudaMemcpyAsync(s.counts + rank_, &count, sizeof(int), cudaMemcpyHostToDevice, s.stream));
+  TESSERA_CUDA_CHECK(cudaMemcpyAsync(s.counts + rank_, &count, sizeof(int), cudaMemcpyHostToDevice, s.stream));
   TESSERA_NCCL_CHECK(ncclAllGather(s.counts + rank_, s.counts, 1, ncclInt32, s.comm, s.stream));
   std::vector<int> counts(size_);
-  TESSERA_NCCL_CUDA_CHECK(
+  TESSERA_CUDA_CHECK(
       cudaMemcpyAsync(counts.data(), s.counts, sizeof(int) * size_, cudaMemcpyDeviceToHost, s.stream));
   s.after();
   gathered.clear();
@@ -153,7 +153,7 @@ void NcclCommunicator::gather_to_root(std::span<const float> local, std::vector<
   for (int r = 0; r < size_; ++r) {
     if (counts[r] == 0) continue;
     if (r == 0)
-      TESSERA_NCCL_CUDA_CHECK(cudaMemcpyAsync(staging, local.data(), local.size_bytes(), cudaMemcpyDeviceToDevice, s.stream));
+      TESSERA_CUDA_CHECK(cudaMemcpyAsync(staging, local.data(), local.size_bytes(), cudaMemcpyDeviceToDevice, s.stream));
     else
       TESSERA_NCCL_CHECK(ncclRecv(staging + offset, counts[r], ncclFloat, r, s.comm, s.stream));
     offset += std::size_t(counts[r]);
@@ -161,7 +161,7 @@ void NcclCommunicator::gather_to_root(std::span<const float> local, std::vector<
   TESSERA_NCCL_CHECK(ncclGroupEnd());
   gathered.resize(total);
   if (total > 0)
-    TESSERA_NCCL_CUDA_CHECK(
+    TESSERA_CUDA_CHECK(
         cudaMemcpyAsync(gathered.data(), staging, total * sizeof(float), cudaMemcpyDeviceToHost, s.stream));
   s.after();
 }
@@ -171,17 +171,17 @@ void NcclCommunicator::broadcast(std::vector<float>& values) {
   s.before();
   // The size first (rank 0's), then the values, both through the device.
   double size = double(values.size());
-  TESSERA_NCCL_CUDA_CHECK(cudaMemcpyAsync(s.scalar, &size, sizeof(double), cudaMemcpyHostToDevice, s.stream));
+  TESSERA_CUDA_CHECK(cudaMemcpyAsync(s.scalar, &size, sizeof(double), cudaMemcpyHostToDevice, s.stream));
   TESSERA_NCCL_CHECK(ncclBroadcast(s.scalar, s.scalar, 1, ncclDouble, 0, s.comm, s.stream));
-  TESSERA_NCCL_CUDA_CHECK(cudaMemcpyAsync(&size, s.scalar, sizeof(double), cudaMemcpyDeviceToHost, s.stream));
+  TESSERA_CUDA_CHECK(cudaMemcpyAsync(&size, s.scalar, sizeof(double), cudaMemcpyDeviceToHost, s.stream));
   s.after();
   values.resize(std::size_t(size));
   if (values.empty()) return;
   float* staging = s.staging_for(values.size());
-  TESSERA_NCCL_CUDA_CHECK(
+  TESSERA_CUDA_CHECK(
       cudaMemcpyAsync(staging, values.data(), values.size() * sizeof(float), cudaMemcpyHostToDevice, s.stream));
   TESSERA_NCCL_CHECK(ncclBroadcast(staging, staging, values.size(), ncclFloat, 0, s.comm, s.stream));
-  TESSERA_NCCL_CUDA_CHECK(
+  TESSERA_CUDA_CHECK(
       cudaMemcpyAsync(values.data(), staging, values.size() * sizeof(float), cudaMemcpyDeviceToHost, s.stream));
   s.after();
 }

@@ -91,8 +91,8 @@ struct ElementView {
 }  // namespace
 
 CpuBackend::CpuBackend()
-    : engine_(dnnl_checked("engine creation", [] { return dnnl::engine(dnnl::engine::kind::cpu, 0); })),
-      stream_(dnnl_checked("stream creation", [this] { return dnnl::stream(engine_); })) {}
+    : engine_(TESSERA_CHECK_THROWING(Dnnl, "engine creation", [] { return dnnl::engine(dnnl::engine::kind::cpu, 0); })),
+      stream_(TESSERA_CHECK_THROWING(Dnnl, "stream creation", [this] { return dnnl::stream(engine_); })) {}
 
 std::vector<std::string> CpuBackend::describe() const {
   const dnnl_version_t* v = dnnl_version();
@@ -155,7 +155,7 @@ memory::data_type CpuBackend::dnnl_type(DataType type) {
 CpuBackend::OwnedMemory CpuBackend::allocate_memory(const memory::desc& desc) {
   OwnedMemory owned;
   owned.storage = allocate_bytes(desc.get_size());
-  owned.memory = dnnl_checked("memory creation", [&] { return memory(desc, engine_, owned.storage.get()); });
+  owned.memory = TESSERA_CHECK_THROWING(Dnnl, "memory creation", [&] { return memory(desc, engine_, owned.storage.get()); });
   return owned;
 }
 
@@ -173,7 +173,7 @@ std::shared_ptr<const CpuBackend::OwnedMemory> CpuBackend::reordered_weights(con
       if (auto memory = cached.memory.lock()) return memory;
 
   auto owned = std::make_shared<OwnedMemory>(allocate_memory(desc));
-  dnnl_checked("weight reorder", [&] {
+  TESSERA_CHECK_THROWING(Dnnl, "weight reorder", [&] {
     memory user({{weights.out_channels, weights.in_channels, weights.kernel_h, weights.kernel_w},
                  memory::data_type::f32, tag::oihw},
                 engine_, const_cast<float*>(weights.weight.data()));
@@ -192,7 +192,7 @@ std::shared_ptr<const CpuBackend::OwnedMemory> CpuBackend::derived_weights(
     if (cached.from_address == from.get() && cached.desc == desc)
       if (auto memory = cached.memory.lock()) return memory;
   auto owned = std::make_shared<OwnedMemory>(allocate_memory(desc));
-  dnnl_checked("weight reorder", [&] {
+  TESSERA_CHECK_THROWING(Dnnl, "weight reorder", [&] {
     dnnl::memory source = from->memory;  // a handle; the reorder only reads it
     dnnl::reorder(source, owned->memory).execute(stream_, source, owned->memory);
     stream_.wait();
@@ -244,7 +244,7 @@ void CpuBackend::convert(const Tensor& source, Tensor& destination) {
     copy(source, destination);
     return;
   }
-  dnnl_checked("reorder", [&] {
+  TESSERA_CHECK_THROWING(Dnnl, "reorder", [&] {
     memory from = wrap(source), to = wrap(destination);
     dnnl::reorder(from, to).execute(stream_, from, to);
     stream_.wait();

@@ -9,20 +9,19 @@
 #include <string>
 
 #include "tessera/backend.hpp"
+#include "tessera/checked_call.hpp"
 #include "tessera/error.hpp"
 
 namespace tessera::cpu {
 
-// oneDNN reports failures by throwing dnnl::error; this turns one into a
-// tessera::Error that names the call and oneDNN's status.
-template <typename Call>
-auto dnnl_checked(const char* what, Call&& call) -> decltype(call()) {
-  try {
-    return call();
-  } catch (const dnnl::error& e) {
-    fail("oneDNN ", what, " failed: ", e.what(), " (status ", int(e.status), ")");
+// oneDNN reports failures by throwing dnnl::error.
+struct Dnnl {
+  static constexpr const char* name = "oneDNN";
+  using exception = dnnl::error;
+  static std::string describe(const dnnl::error& e) {
+    return std::string(e.what()) + " (status " + std::to_string(int(e.status)) + ")";
   }
-}
+};
 
 class CpuBackend final : public Backend {
  public:

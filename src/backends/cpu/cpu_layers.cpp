@@ -36,7 +36,7 @@ class CpuConvolution final : public ConvolutionLayer {
            " px at that depth");
     macs_ = double(output_.elements()) * weights.in_channels * weights.kernel_h * weights.kernel_w;
 
-    dnnl_checked(("planning convolution " + spec.name).c_str(), [&] {
+    TESSERA_CHECK_THROWING(Dnnl, ("planning convolution " + spec.name).c_str(), [&] {
       const auto& engine = backend_.engine();
       memory::dims strides = {spec.stride, spec.stride};
       memory::dims padding = {spec.pad, spec.pad};
@@ -105,7 +105,7 @@ class CpuConvolution final : public ConvolutionLayer {
       backend_.convert(input, staged_input_);
       source = &staged_input_;
     }
-    dnnl_checked("convolution forward", [&] {
+    TESSERA_CHECK_THROWING(Dnnl, "convolution forward", [&] {
       memory src = backend_.wrap(*source), dst = backend_.wrap(output);
       forward_.execute(backend_.stream(), {{DNNL_ARG_SRC, src},
                                            {DNNL_ARG_WEIGHTS, forward_weights_->memory},
@@ -117,7 +117,7 @@ class CpuConvolution final : public ConvolutionLayer {
   }
 
   void backward(const Tensor& output, Tensor& grad_output, Tensor& grad_input) override {
-    dnnl_checked("convolution backward", [&] {
+    TESSERA_CHECK_THROWING(Dnnl, "convolution backward", [&] {
       if (!backward_weights_) backward_weights_ = backend_.derived_weights(forward_weights_, backward_weights_desc_);
       Tensor& destination = input_layout_ == Layout::planar ? staged_gradient_ : grad_input;
       memory dst = backend_.wrap(output), diff = backend_.wrap(grad_output), diff_src = backend_.wrap(destination);
@@ -173,7 +173,7 @@ class CpuPooling final : public PoolingLayer {
     memory::dims pad_r = {std::max(0, (output_.height - 1) * s + k - input.height - p),
                           std::max(0, (output_.width - 1) * s + k - input.width - p)};
     algorithm alg = pooling == Pooling::max ? algorithm::pooling_max : algorithm::pooling_avg_exclude_padding;
-    dnnl_checked(("planning pooling " + spec.name).c_str(), [&] {
+    TESSERA_CHECK_THROWING(Dnnl, ("planning pooling " + spec.name).c_str(), [&] {
       const auto& engine = backend_.engine();
       auto src_md = CpuBackend::describe_memory(input, Layout::features, backend_.feature_type());
       auto dst_md = CpuBackend::describe_memory(output_, Layout::features, backend_.feature_type());
@@ -192,7 +192,7 @@ class CpuPooling final : public PoolingLayer {
   Shape output_shape() const override { return output_; }
 
   void forward(const Tensor& input, Tensor& output) override {
-    dnnl_checked("pooling forward", [&] {
+    TESSERA_CHECK_THROWING(Dnnl, "pooling forward", [&] {
       std::unordered_map<int, memory> args = {{DNNL_ARG_SRC, backend_.wrap(input)},
                                               {DNNL_ARG_DST, backend_.wrap(output)}};
       if (workspace_.storage) args[DNNL_ARG_WORKSPACE] = workspace_.memory;
@@ -203,7 +203,7 @@ class CpuPooling final : public PoolingLayer {
   }
 
   void backward(const Tensor& grad_output, Tensor& grad_input) override {
-    dnnl_checked("pooling backward", [&] {
+    TESSERA_CHECK_THROWING(Dnnl, "pooling backward", [&] {
       std::unordered_map<int, memory> args = {{DNNL_ARG_DIFF_DST, backend_.wrap(grad_output)},
                                               {DNNL_ARG_DIFF_SRC, backend_.wrap(grad_input)}};
       if (workspace_.storage) args[DNNL_ARG_WORKSPACE] = workspace_.memory;
@@ -245,7 +245,7 @@ class CpuGram final : public GramOperator {
     int positions = full_rows ? int(window.area()) : window.width;
     auto& plan = gram_plan(positions);
     float* g = gram.data();
-    dnnl_checked("Gram matmul", [&] {
+    TESSERA_CHECK_THROWING(Dnnl, "Gram matmul", [&] {
       for (int r = 0; r < runs; ++r) {
         const void* f = element(features, (std::size_t(window.y + r) * shape_.width + window.x) * c);
         auto& primitive = r == 0 ? plan.first : plan.accumulate;
@@ -272,7 +272,7 @@ class CpuGram final : public GramOperator {
     for (int r = 0; r < window.height; ++r)
       std::memcpy(to + r * run, element_of(features, (std::size_t(window.y + r) * shape_.width + window.x) * c), run);
     auto& plan = gram_plan(int(positions));
-    dnnl_checked("Gram matmul", [&] {
+    TESSERA_CHECK_THROWING(Dnnl, "Gram matmul", [&] {
       execute(plan.first, plan, to, to, gram.data(), scale);
       return 0;
     });
@@ -288,7 +288,7 @@ class CpuGram final : public GramOperator {
     const int c = shape_.channels;
     const void* d_operand = d.data();
     if (type_ == DataType::bf16) {
-      dnnl_checked("Gram adjoint rounding", [&] {
+      TESSERA_CHECK_THROWING(Dnnl, "Gram adjoint rounding", [&] {
         memory from(memory::desc({c, c}, memory::data_type::f32, memory::dims{c, 1}), backend_.engine(),
                     const_cast<float*>(d.data()));
         dnnl::reorder(from, d_bf16_.memory).execute(backend_.stream(), from, d_bf16_.memory);
@@ -297,7 +297,7 @@ class CpuGram final : public GramOperator {
       });
       d_operand = d_bf16_.storage.get();
     }
-    dnnl_checked("Gram adjoint matmul", [&] {
+    TESSERA_CHECK_THROWING(Dnnl, "Gram adjoint matmul", [&] {
       for (int r = 0; r < runs; ++r) {
         std::size_t offset = (std::size_t(window.y + r) * shape_.width + window.x) * c;
         execute(plan.accumulate, plan, element(features, offset), d_operand, element(grad_features, offset), scale);
@@ -355,7 +355,7 @@ class CpuGram final : public GramOperator {
     if (it != gram_plans_.end()) return it->second;
     const memory::dim c = shape_.channels, k = positions;
     Plan plan;
-    dnnl_checked("planning Gram matmul", [&] {
+    TESSERA_CHECK_THROWING(Dnnl, "planning Gram matmul", [&] {
       const auto type = CpuBackend::dnnl_type(type_);  // products of bf16 accumulate in f32
       plan.src = memory::desc({c, k}, type, memory::dims{1, c});  // F^T
       plan.weights = memory::desc({k, c}, type, memory::dims{c, 1});
@@ -372,7 +372,7 @@ class CpuGram final : public GramOperator {
     if (it != adjoint_plans_.end()) return it->second;
     const memory::dim c = shape_.channels, m = positions;
     Plan plan;
-    dnnl_checked("planning Gram adjoint matmul", [&] {
+    TESSERA_CHECK_THROWING(Dnnl, "planning Gram adjoint matmul", [&] {
       const auto type = CpuBackend::dnnl_type(type_);
       plan.src = memory::desc({m, c}, type, memory::dims{c, 1});
       plan.weights = memory::desc({c, c}, type, memory::dims{c, 1});

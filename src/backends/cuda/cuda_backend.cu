@@ -384,7 +384,7 @@ std::shared_ptr<void> CudaBackend::allocate_bytes(std::size_t bytes) {
          " MiB). Use more tiles (--tiles ROWSxCOLUMNS, or --tiles auto --memory-per-rank ",
          int(total_bytes / (1024.0 * 1024.0 * 1024.0) * 0.9), "GiB), --precision bf16, or a smaller size");
   }
-  if (status != cudaSuccess) fail_cuda("cudaMalloc", __FILE__, __LINE__, status);
+  checked_status<CudaRuntime>(status, "cudaMalloc", __FILE__, __LINE__);
   std::size_t now = current_bytes_.fetch_add(rounded) + rounded;
   std::size_t peak = peak_bytes_.load();
   while (now > peak && !peak_bytes_.compare_exchange_weak(peak, now)) {

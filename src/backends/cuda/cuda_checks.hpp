@@ -1,47 +1,34 @@
-// Checked calls: one macro per library turns a failed status into a
-// tessera::Error that names the call, where it was made, and the library's
-// own message. No status of CUDA, cuDNN or cuBLAS is ever ignored.
+// Checked calls of the CUDA backend's libraries, through the one generator
+// of tessera/checked_call.hpp: no status of CUDA, cuDNN or cuBLAS is ever
+// ignored.
 #pragma once
 
 #include <cublas_v2.h>
-#include <cuda_runtime.h>
 #include <cudnn.h>
 
-#include "tessera/error.hpp"
+#include <string>
+
+#include "backends/cuda/cuda_status.hpp"
 
 namespace tessera::cuda {
 
-[[noreturn]] inline void fail_cuda(const char* call, const char* file, int line, cudaError_t status) {
-  fail("CUDA call ", call, " failed at ", file, ":", line, ": ", cudaGetErrorName(status), " (",
-       cudaGetErrorString(status), ")");
-}
+struct Cudnn {
+  static constexpr const char* name = "cuDNN";
+  static bool ok(cudnnStatus_t status) { return status == CUDNN_STATUS_SUCCESS; }
+  static std::string describe(cudnnStatus_t status) {
+    return std::string(cudnnGetErrorString(status)) + " (status " + std::to_string(int(status)) + ")";
+  }
+};
+
+struct Cublas {
+  static constexpr const char* name = "cuBLAS";
+  static bool ok(cublasStatus_t status) { return status == CUBLAS_STATUS_SUCCESS; }
+  static std::string describe(cublasStatus_t status) {
+    return std::string(cublasGetStatusString(status)) + " (status " + std::to_string(int(status)) + ")";
+  }
+};
 
 }  // namespace tessera::cuda
 
-#define TESSERA_CUDA_CHECK(call)                                                   \
-  do {                                                                             \
-    cudaError_t tessera_status_ = (call);                                          \
-    if (tessera_status_ != cudaSuccess)                                            \
-      ::tessera::cuda::fail_cuda(#call, __FILE__, __LINE__, tessera_status_);      \
-  } while (0)
-
-// After a kernel launch: a bad configuration shows up here, a fault in the
-// kernel at the next synchronising call (also checked).
-#define TESSERA_CUDA_CHECK_LAUNCH(what) TESSERA_CUDA_CHECK(cudaPeekAtLastError())
-
-#define TESSERA_CUDNN_CHECK(call)                                                                   \
-  do {                                                                                              \
-    cudnnStatus_t tessera_status_ = (call);                                                         \
-    if (tessera_status_ != CUDNN_STATUS_SUCCESS)                                                    \
-      ::tessera::fail("cuDNN call ", #call, " failed at ", __FILE__, ":", __LINE__, ": ",           \
-                      cudnnGetErrorString(tessera_status_), " (status ", int(tessera_status_), ")"); \
-  } while (0)
-
-#define TESSERA_CUBLAS_CHECK(call)                                                                       \
-  do {                                                                                                   \
-    cublasStatus_t tessera_status_ = (call);                                                             \
-    if (tessera_status_ != CUBLAS_STATUS_SUCCESS)                                                        \
-      ::tessera::fail("cuBLAS call ", #call, " failed at ", __FILE__, ":", __LINE__, ": ",               \
-                      cublasGetStatusString(tessera_status_), " (status ", int(tessera_status_), \
-                      ")");                                                                              \
-  } while (0)
+#define TESSERA_CUDNN_CHECK(call) TESSERA_CHECK(::tessera::cuda::Cudnn, call)
+#define TESSERA_CUBLAS_CHECK(call) TESSERA_CHECK(::tessera::cuda::Cublas, call)

@@ -34,7 +34,8 @@ std::string call_name(const char* expression) {
   return std::string(text.substr(0, text.find('(')));
 }
 
-std::string H5File::failure_message(const std::string& call, const std::string& hdf5_text) const {
+void H5File::fail_call(const std::string& call, const char* source, int line) const {
+  const std::string hdf5_text = hdf5_error_text();
   // "truncated file: eof = 3000, sblock->base_addr = 0, stored_eof = 170658"
   if (call == "H5Fopen" && hdf5_text.find("truncated file") != std::string::npos) {
     auto number_after = [&](const std::string& key) -> std::string {
@@ -44,18 +45,12 @@ std::string H5File::failure_message(const std::string& call, const std::string& 
       auto end = hdf5_text.find_first_not_of("0123456789", at);
       return hdf5_text.substr(at, end - at);
     };
-    std::string message = "'";
-    for (const std::string& part : {path_.string(), std::string("' is not a valid "), kind_,
-                                    std::string(": it is cut short ("), number_after("eof = "), std::string(" of "),
-                                    number_after("stored_eof = "),
-                                    std::string(" bytes): an interrupted copy or download?")})
-      message += part;
-    return message;
+    invalid("it is cut short (", number_after("eof = "), " of ", number_after("stored_eof = "),
+            " bytes): an interrupted copy or download?");
   }
-  std::string message = "HDF5 call ";
-  for (const std::string& part : {call, std::string(" failed for '"), path_.string(), std::string("': "), hdf5_text})
-    message += part;
-  return message;
+  std::string detail = "'";
+  for (const std::string& part : {path_.string(), std::string("': "), hdf5_text}) detail += part;
+  ::tessera::fail_call("HDF5", call, source, line, detail);
 }
 
 H5File::H5File(std::filesystem::path path, std::string kind) : path_(std::move(path)), kind_(std::move(kind)) {

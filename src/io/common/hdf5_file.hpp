@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "tessera/checked_call.hpp"
 #include "tessera/error.hpp"
 
 namespace tessera::io::detail {
@@ -59,12 +60,12 @@ class H5File {
   H5File(std::filesystem::path path, std::string kind);
 
   template <typename Status>
-  Status check(Status status, const char* expression) const {
-    if (status < 0) fail(failure_message(call_name(expression), hdf5_error_text()));
+  Status check(Status status, const char* expression, const char* source, int line) const {
+    if (status < 0) fail_call(call_name(expression), source, line);
     return status;
   }
-  H5Handle own(hid_t id, herr_t (*close)(hid_t), const char* expression) const {
-    check(id, expression);
+  H5Handle own(hid_t id, herr_t (*close)(hid_t), const char* expression, const char* source, int line) const {
+    check(id, expression, source, line);
     return H5Handle(id, close);
   }
   template <typename... Parts>
@@ -75,15 +76,17 @@ class H5File {
 
  private:
   // What the user reads: the file and, for the failures a user can cause
-  // (a file cut short), what happened in words; HDF5's own text otherwise.
-  std::string failure_message(const std::string& call, const std::string& hdf5_text) const;
+  // (a file cut short), what happened in words; otherwise the call, its
+  // source line and HDF5's own text, as for every library
+  // (tessera/checked_call.hpp).
+  [[noreturn]] void fail_call(const std::string& call, const char* source, int line) const;
 
   std::filesystem::path path_;
   std::string kind_;
 };
 
-#define TESSERA_H5(file, call) (file).check((call), #call)
-#define TESSERA_H5_OWN(file, call, close) (file).own((call), (close), #call)
+#define TESSERA_H5(file, call) (file).check((call), #call, __FILE__, __LINE__)
+#define TESSERA_H5_OWN(file, call, close) (file).own((call), (close), #call, __FILE__, __LINE__)
 
 // Limits that no real file comes near; they stop a corrupt header from
 // asking for absurd allocations.
