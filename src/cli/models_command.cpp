@@ -47,6 +47,12 @@ int run_import(const ImportArguments& a) {
   else if (a.input == "torchvision") options.input = ColorTransform::torchvision();
   else if (!a.input.empty()) fail("--input must be caffe or torchvision, got '", a.input, "'");
 
+  if (!a.output.empty()) {
+    const std::filesystem::path folder = std::filesystem::path(a.output).parent_path();
+    if (!folder.empty() && !std::filesystem::is_directory(folder))
+      fail("-o ", a.output, ": the folder '", folder.string(), "' does not exist");
+    if (std::filesystem::is_directory(a.output)) fail("-o ", a.output, ": it is a folder; name the .h5 file to write");
+  }
   io::ImportResult result = io::import_weights(a.source, options);
   for (const auto& note : result.notes) spdlog::info("{}", note);
   std::filesystem::path output = a.output;

@@ -434,6 +434,18 @@ TEST(Cli, ThreadsFollowTheCpusAllowedAndWaitPassively) {
 
 // Weights by name: ./models first, then $XDG_DATA_HOME/tessera/models;
 // $TESSERA_WEIGHTS_DIR alone when set.
+TEST(Cli, ModelsImportChecksWhereItWritesFirst) {
+  fs::path folder = testing::scratch_dir();
+  fs::create_directories(folder / "a-folder.h5");
+  const std::string source = "models import '" + (testing::fixture_dir() / "weights" / "vgg19_prefix_legacy.pth").string();
+  CommandRun missing = run_tessera(source + "' -o no/such/w.h5", folder);
+  EXPECT_EQ(missing.exit_code, 1) << missing.output;
+  EXPECT_NE(missing.output.find("the folder 'no/such' does not exist"), std::string::npos) << missing.output;
+  CommandRun into_folder = run_tessera(source + "' -o a-folder.h5", folder);
+  EXPECT_EQ(into_folder.exit_code, 1) << into_folder.output;
+  EXPECT_NE(into_folder.output.find("it is a folder"), std::string::npos) << into_folder.output;
+}
+
 TEST(Cli, WeightsNamesAreLookedForInTheWeightsFolders) {
   SmallInputs in = small_inputs();
   const fs::path xdg = in.folder / "xdg";
