@@ -7,6 +7,7 @@
 
 #include "support/golden.hpp"
 #include "support/test_support.hpp"
+#include "support/whole_objective.hpp"
 #include "tessera/backend.hpp"
 #include "tessera/error.hpp"
 #include "tessera/objective.hpp"
@@ -24,7 +25,7 @@ Evaluation evaluate(Precision precision, const WeightSet& weights, const Objecti
   auto backend = make_backend("cpu");
   backend->set_precision(precision);
   SingleProcess single;
-  Objective objective(*backend, architecture(weights.architecture), weights, shape, settings, single);
+  testing::WholeObjective objective(*backend, architecture(weights.architecture), weights, shape, settings, single);
   auto upload = [&](Shape s, std::uint64_t seed) {
     Tensor t = backend->allocate(s, Layout::planar);
     backend->upload(testing::uniform_vector(seed, s.elements(), -100.0f, 100.0f), t);

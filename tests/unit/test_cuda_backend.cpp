@@ -23,6 +23,7 @@
 #include "support/golden.hpp"
 #include "support/render_cases.hpp"
 #include "support/test_support.hpp"
+#include "support/whole_objective.hpp"
 #include "tessera/backend.hpp"
 #include "tessera/error.hpp"
 #include "tessera/objective.hpp"
@@ -412,7 +413,7 @@ struct Evaluation {
 Evaluation evaluate(Backend& backend, const WeightSet& weights, const ObjectiveSettings& settings, Shape shape,
                     Shape style_shape, std::uint64_t seed) {
   SingleProcess single;
-  Objective objective(backend, architecture(weights.architecture), weights, shape, settings, single);
+  testing::WholeObjective objective(backend, architecture(weights.architecture), weights, shape, settings, single);
   auto upload = [&](Shape s, std::uint64_t offset) {
     Tensor t = backend.allocate(s, Layout::planar);
     backend.upload(uniform_vector(seed + offset, s.elements(), -100.0f, 100.0f), t);

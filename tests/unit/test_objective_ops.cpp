@@ -15,6 +15,7 @@
 #include "support/golden.hpp"
 #include "support/reference_ops.hpp"
 #include "support/test_support.hpp"
+#include "support/whole_objective.hpp"
 #include "tessera/backend.hpp"
 #include "tessera/error.hpp"
 #include "tessera/objective.hpp"
@@ -764,7 +765,7 @@ TEST(ObjectiveGradient, MatchesADoublePrecisionReferenceOnAVgg19Prefix) {
   // The backend's objective.
   auto backend = make_backend("cpu");
   SingleProcess single;
-  Objective objective(*backend, architecture("vgg19"), weights, shape, settings, single);
+  testing::WholeObjective objective(*backend, architecture("vgg19"), weights, shape, settings, single);
   auto upload = [&](Shape s, const std::vector<float>& values) {
     Tensor t = backend->allocate(s, Layout::planar);
     backend->upload(values, t);
@@ -887,8 +888,8 @@ TEST(ObjectiveGradient, NormalisedGradientsMatchTheReferenceOnAnyTiling) {
   Tensor style_tensor = backend->allocate(style_shape, Layout::planar);
   backend->upload(style, style_tensor);
   const auto targets = [&] {
-    return compute_style_targets(*backend, arch, weights, Pooling::max, settings.style_layers, {&style_tensor},
-                                 {1.0f});
+    return testing::whole_image_style_targets(*backend, arch, weights, Pooling::max, settings.style_layers,
+                                              {&style_tensor}, {1.0f});
   };
   const std::vector<std::string> layers = settings.layers();
   const int stride = total_stride_for(arch, layers);

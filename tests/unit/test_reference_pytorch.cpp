@@ -7,9 +7,12 @@
 
 #include "support/golden.hpp"
 #include "support/test_support.hpp"
+#include "support/whole_objective.hpp"
 #include "tessera/backend.hpp"
 #include "tessera/io/import.hpp"
 #include "tessera/objective.hpp"
+#include "tessera/tiled_objective.hpp"
+#include "tessera/tiling.hpp"
 
 namespace tessera {
 namespace {
@@ -62,7 +65,7 @@ void check_case(const std::string& case_name, const WeightSet& weights, const st
   settings.style_weight = m["style_weight"];
   settings.tv_weight = m["tv_weight"];
   Shape shape{3, h, w};
-  Objective objective(*backend, architecture(weights.architecture), weights, shape, settings, single);
+  testing::WholeObjective objective(*backend, architecture(weights.architecture), weights, shape, settings, single);
 
   Tensor x = upload(*backend, shape, x_values);
   Tensor content = upload(*backend, shape, content_values);
@@ -110,6 +113,30 @@ void check_case(const std::string& case_name, const WeightSet& weights, const st
   double gradient_error = max_relative_difference(download(*backend, gradient), golden.array("gradient"));
   EXPECT_LT(gradient_error, kTolerance);
   ::testing::Test::RecordProperty("gradient_max_relative_error", std::to_string(gradient_error));
+
+  // The objective renders use, on one tile and on as many as the image
+  // holds up to 2x2, with its own style targets: the same losses and
+  // gradient as PyTorch's.
+  const Architecture& arch = architecture(weights.architecture);
+  const auto [most_rows, most_columns] = TileGrid::most_tiles(arch, settings.layers(), w, h);
+  for (auto [rows, columns] : {std::pair{1, 1}, std::pair{std::min(2, most_rows), std::min(2, most_columns)}}) {
+    SCOPED_TRACE("tiled " + std::to_string(rows) + "x" + std::to_string(columns));
+    TileGrid grid = TileGrid::for_layers(arch, settings.layers(), w, h, rows, columns);
+    TiledObjective tiled(*backend, arch, weights, grid, place_tiles(rows * columns, 1), settings, single);
+    tiled.set_content(scatter_boxes(single, content_values, w, h, tiled.grown_boxes(), tiled.owners()));
+    tiled.set_style_targets(tiled_style_targets(*backend, arch, weights, Pooling::max, settings.style_layers,
+                                                {StyleImage{sw, sh, style_values}}, {1.0f}, rows, columns, single));
+    Tensor local = backend->allocate({int(tiled.local_elements()), 1, 1}, Layout::planar);
+    backend->upload(scatter_boxes(single, x_values, w, h, tiled.owned_boxes(), tiled.owners()), local);
+    Tensor local_gradient = backend->allocate(local.shape(), Layout::planar);
+    LossTerms got = tiled.evaluate(local, local_gradient);
+    EXPECT_NEAR(got.content, double(expected["content"]), kTolerance * double(expected["content"]));
+    EXPECT_NEAR(got.style, double(expected["style"]), kTolerance * double(expected["style"]));
+    EXPECT_NEAR(got.tv, double(expected["tv"]), kTolerance * double(expected["tv"]));
+    std::vector<float> placed(shape.elements());
+    tiled.place_local(download(*backend, local_gradient), placed);
+    EXPECT_LT(max_relative_difference(placed, golden.array("gradient")), kTolerance);
+  }
 }
 
 TEST(ReferencePyTorch, Vgg19SyntheticWeights) {

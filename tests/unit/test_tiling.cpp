@@ -8,6 +8,7 @@
 #include "support/golden.hpp"
 #include "support/render_cases.hpp"
 #include "support/test_support.hpp"
+#include "support/whole_objective.hpp"
 #include "tessera/backend.hpp"
 #include "tessera/error.hpp"
 #include "tessera/render.hpp"
@@ -129,7 +130,7 @@ TEST(TiledObjective, MatchesTheWholeImageObjective) {
   Tensor style = backend->allocate({3, 40, 52}, Layout::planar);
   backend->upload(testing::uniform_vector(7, style.elements(), -50.0f, 50.0f), style);
 
-  Objective whole(*backend, architecture("vgg19"), weights, shape, settings, single);
+  testing::WholeObjective whole(*backend, architecture("vgg19"), weights, shape, settings, single);
   whole.set_content(content);
   whole.set_styles({&style}, {1.0f}, weights);
   Tensor whole_gradient = backend->allocate(shape, Layout::planar);
@@ -147,7 +148,8 @@ TEST(TiledObjective, MatchesTheWholeImageObjective) {
     TiledObjective tiled(*backend, arch, weights, grid, place_tiles(rows * columns, 1), settings, single);
     tiled.set_content(scatter_boxes(single, content_values, w, h, tiled.grown_boxes(), tiled.owners()));
     tiled.set_style_targets(
-        compute_style_targets(*backend, arch, weights, Pooling::max, settings.style_layers, {&style}, {1.0f}));
+        testing::whole_image_style_targets(*backend, arch, weights, Pooling::max, settings.style_layers, {&style},
+                                           {1.0f}));
     Tensor local = backend->allocate({int(tiled.local_elements()), 1, 1}, Layout::planar);
     backend->upload(scatter_boxes(single, x_values, w, h, tiled.owned_boxes(), tiled.owners()), local);
     Tensor local_gradient = backend->allocate(local.shape(), Layout::planar);
