@@ -46,6 +46,26 @@ Window window_in(const Box& box, const Box& frame) {
   return {box.y0 - frame.y0, box.x0 - frame.x0, box.height(), box.width()};
 }
 
+// The objective's formulas (DESIGN.md section 1), each written once; `map`
+// is a layer's whole feature map: C channels, N = H x W positions.
+//   content  E = w * sum((F - P)^2) / (C N),  dE/dF = 2 w (F - P) / (C N)
+//   style    G = F F^T / (C N),  E = w * sum((G - A)^2) / C^2,
+//            dE/dF = 2 dE/dG F / (C N) = 4 w (G - A) F / (C^3 N)
+double map_elements(const MapSize& map) { return double(map.channels) * map.height * map.width; }
+float gram_normaliser(const MapSize& map) { return float(1.0 / map_elements(map)); }
+double content_loss(double weight, const MapSize& map, double squared_sum) {
+  return weight / map_elements(map) * squared_sum;
+}
+double content_gradient_scale(double weight, const MapSize& map) { return 2.0 * weight / map_elements(map); }
+double style_loss(double weight, const MapSize& map, double squared_difference_sum) {
+  const double c = map.channels;
+  return weight * squared_difference_sum / (c * c);
+}
+double style_gradient_scale(double weight, const MapSize& map) {
+  const double c = map.channels;
+  return 4.0 * weight / (c * c * c * double(map.height) * map.width);
+}
+
 }  // namespace
 
 TiledObjective::TiledObjective(Backend& backend, const Architecture& arch, const WeightSet& weights, TileGrid grid,
@@ -338,10 +358,9 @@ LossTerms TiledObjective::evaluate(const Tensor& local_image, Tensor& local_grad
       const auto& global = global_content_[c];
       Window owned = features_of(t.tile.owned, t, content_stride_[c], global);
       if (owned.area() == 0) continue;
-      double n = double(global.channels) * global.height * global.width;
-      content_sum += settings_.content_weight / n *
-                     backend_.squared_distance(net.features(t.planned->content_taps[c]), t.content_targets[c],
-                                               owned, 0.0f, nullptr);
+      content_sum += content_loss(settings_.content_weight, global,
+                                  backend_.squared_distance(net.features(t.planned->content_taps[c]),
+                                                            t.content_targets[c], owned, 0.0f, nullptr));
     }
     // The TV value now, so that it joins the one all-reduce; the gradient
     // this writes into grown_gradient is overwritten by the backward pass.
@@ -349,7 +368,7 @@ LossTerms TiledObjective::evaluate(const Tensor& local_image, Tensor& local_grad
                                        window_in(t.tile.owned, t.tile.grown));
     for (std::size_t l = 0; l < t.planned->style_taps.size(); ++l) {
       const auto& global = global_style_[l];
-      float normaliser = float(1.0 / (double(global.channels) * global.height * global.width));
+      const float normaliser = gram_normaliser(global);
       std::span<double> sum(gram_sums_.data() + gram_offsets_[l], grams_[l].elements());
       for (const Box& block : t.blocks) {
         Window window = features_of(block, t, style_stride_[l], global);
@@ -373,9 +392,9 @@ LossTerms TiledObjective::evaluate(const Tensor& local_image, Tensor& local_grad
                                 grams_[l]);
 
   for (std::size_t l = 0; l < grams_.size(); ++l) {
-    double c = global_style_[l].channels;
     backend_.subtract(grams_[l], targets_.grams[l], differences_[l]);
-    double layer_loss = settings_.style_weight * backend_.dot(differences_[l], differences_[l]) / (c * c);
+    double layer_loss =
+        style_loss(settings_.style_weight, global_style_[l], backend_.dot(differences_[l], differences_[l]));
     losses.style_per_layer.push_back(layer_loss);
     losses.style += layer_loss;
   }
@@ -385,11 +404,8 @@ LossTerms TiledObjective::evaluate(const Tensor& local_image, Tensor& local_grad
   // norm + 1e-8) and then apply the weight.
   std::vector<double> content_scale, style_scale;
   for (const auto& global : global_content_)
-    content_scale.push_back(2.0 * settings_.content_weight / (double(global.channels) * global.height * global.width));
-  for (const auto& global : global_style_) {
-    double c = global.channels;
-    style_scale.push_back(4.0 * settings_.style_weight / (c * c * c * double(global.height) * global.width));
-  }
+    content_scale.push_back(content_gradient_scale(settings_.content_weight, global));
+  for (const auto& global : global_style_) style_scale.push_back(style_gradient_scale(settings_.style_weight, global));
   if (settings_.normalize_gradients) {
     std::vector<double> norms = feature_gradient_norms(content_scale, style_scale);
     auto normalise = [](double& scale, double weight, double weighted_norm) {
@@ -535,7 +551,7 @@ StyleTargets tiled_style_targets(Backend& backend, const Architecture& arch, con
         const auto& size = global[l];
         Tensor partial = backend.allocate({1, size.channels, size.channels}, Layout::planar);
         auto gram = backend.plan_gram(network->tap_shape(tap));
-        float normaliser = float(1.0 / (double(size.channels) * size.height * size.width));
+        const float normaliser = gram_normaliser(size);
         std::span<double> sum(sums.data() + offsets[l], partial.elements());
         for (const Box& block_box : grid.blocks()) {
           if (!tile.owned.contains(block_box)) continue;
