@@ -14,6 +14,7 @@
 #include "tessera/communicator.hpp"
 #include "tessera/network.hpp"
 #include "tessera/objective.hpp"
+#include "tessera/rank_map.hpp"
 #include "tessera/tiling.hpp"
 
 namespace tessera {
@@ -38,13 +39,12 @@ StyleTargets tiled_style_targets(Backend& backend, const Architecture& arch, con
 
 class TiledObjective {
  public:
-  // `owners[t]` is the rank that owns tile t.
-  TiledObjective(Backend& backend, const Architecture& arch, const WeightSet& weights, TileGrid grid,
-                 std::vector<int> owners, ObjectiveSettings settings, Communicator& communicator);
+  TiledObjective(Backend& backend, const Architecture& arch, const WeightSet& weights, TileGrid grid, RankMap ranks,
+                 ObjectiveSettings settings, Communicator& communicator);
   ~TiledObjective();
 
   const TileGrid& grid() const { return grid_; }
-  const std::vector<int>& owners() const { return owners_; }
+  const RankMap& ranks() const { return ranks_; }
   // The length of this rank's vectors: its tiles' owned pixels, 3 planes each,
   // one tile after another in tile order.
   std::size_t local_elements() const { return local_elements_; }
@@ -54,7 +54,7 @@ class TiledObjective {
   void place_rank(int rank, const float* part, std::vector<float>& full) const;
   std::size_t elements_of_rank(int rank) const;
 
-  // Every tile's owned and grown box, in tile order (with owners()).
+  // Every tile's owned and grown box, in tile order (with ranks()).
   std::vector<Box> owned_boxes() const;
   std::vector<Box> grown_boxes() const;
   // Targets: the content image's crops on this rank's tiles' grown boxes
@@ -99,7 +99,7 @@ class TiledObjective {
   ObjectiveSettings settings_;
   Communicator& communicator_;
   TileGrid grid_;
-  std::vector<int> owners_;
+  RankMap ranks_;
   std::vector<std::string> taps_;
   std::vector<MapSize> global_content_, global_style_;
   std::vector<int> content_stride_, style_stride_;
@@ -125,6 +125,6 @@ namespace tessera {
 // planes each), one after another in box order. Images are read once and
 // scattered: no other rank ever holds the whole image.
 std::vector<float> scatter_boxes(Communicator& communicator, const std::vector<float>& whole, int width,
-                                 int height, const std::vector<Box>& boxes, const std::vector<int>& owners);
+                                 int height, const std::vector<Box>& boxes, const RankMap& owners);
 
 }  // namespace tessera

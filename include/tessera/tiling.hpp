@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "tessera/model.hpp"
+#include "tessera/rank_map.hpp"
 
 namespace tessera {
 
@@ -102,8 +103,6 @@ Window feature_window(const Box& box, const Box& grown, int stride, int whole_ma
 // Parses "2x3" (rows x columns); throws tessera::Error otherwise.
 void parse_tile_grid(const std::string& text, int& rows, int& columns);
 
-// Which rank owns each tile: contiguous runs of tiles, as even as possible.
-std::vector<int> place_tiles(int tile_count, int rank_count);
 
 }  // namespace tessera
 
@@ -119,7 +118,7 @@ struct MemoryEstimate {
 };
 MemoryEstimate estimate_rank_memory(const Architecture& arch, const std::vector<std::string>& content_layers,
                                     const std::vector<std::string>& style_layers, const TileGrid& grid,
-                                    const std::vector<int>& owners, int rank, int bytes_per_activation,
+                                    const RankMap& ranks, int rank, int bytes_per_activation,
                                     int optimiser_vectors);
 
 // Parses "8GiB", "512MiB", "2G", "1.5GB" into bytes; throws tessera::Error.

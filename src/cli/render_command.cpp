@@ -148,7 +148,7 @@ double rank_memory_needed(const RenderOptions& o, const RenderSettings& settings
   const int activation_bytes = o.precision == "bf16" ? 2 : 4;
   TileGrid grid =
       TileGrid::for_layers(a, used, width, height, settings.tile_rows, settings.tile_columns, settings.halo_px);
-  auto owners = place_tiles(int(grid.tiles.size()), ranks);
+  auto owners = RankMap::contiguous(int(grid.tiles.size()), ranks);
   double needed = 0.0;
   for (int r = 0; r < ranks; ++r)
     needed = std::max(needed, estimate_rank_memory(a, settings.objective.content_layers,

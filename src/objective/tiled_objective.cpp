@@ -69,10 +69,10 @@ double style_gradient_scale(double weight, const MapSize& map) {
 }  // namespace
 
 TiledObjective::TiledObjective(Backend& backend, const Architecture& arch, const WeightSet& weights, TileGrid grid,
-                               std::vector<int> owners, ObjectiveSettings settings, Communicator& communicator)
+                               RankMap ranks, ObjectiveSettings settings, Communicator& communicator)
     : backend_(backend), arch_(arch), settings_(std::move(settings)), communicator_(communicator),
-      grid_(std::move(grid)), owners_(std::move(owners)) {
-  if (owners_.size() != grid_.tiles.size()) fail("internal: one owner per tile needed");
+      grid_(std::move(grid)), ranks_(std::move(ranks)) {
+  if (ranks_.tile_count() != int(grid_.tiles.size())) fail("internal: one owner per tile needed");
   if (settings_.content_layers.empty() && settings_.style_layers.empty()) fail("no content or style layer given");
   taps_ = settings_.layers();
   for (const auto& layer : settings_.content_layers) {
@@ -92,7 +92,7 @@ TiledObjective::TiledObjective(Backend& backend, const Architecture& arch, const
   // hand) and their slices of the rank's vectors.
   const int me = communicator_.rank();
   for (const Tile& tile : grid_.tiles) {
-    if (owners_[tile.index] != me) continue;
+    if (ranks_.rank_of(tile.index) != me) continue;
     LocalTile local;
     local.tile = tile;
     local.offset = local_elements_;
@@ -143,7 +143,7 @@ TiledObjective::TiledObjective(Backend& backend, const Architecture& arch, const
     for (const Tile& owning : grid_.tiles) {
       Box box = owning.owned.intersect(needing.grown);
       if (box.empty()) continue;
-      bool need_here = owners_[needing.index] == me, own_here = owners_[owning.index] == me;
+      bool need_here = ranks_.rank_of(needing.index) == me, own_here = ranks_.rank_of(owning.index) == me;
       HaloItem item;
       item.box = box;
       if (need_here && own_here) {
@@ -153,13 +153,13 @@ TiledObjective::TiledObjective(Backend& backend, const Architecture& arch, const
       } else if (own_here) {
         item.kind = HaloItem::send;
         item.from_local = local_index[owning.index];
-        item.peer = owners_[needing.index];
+        item.peer = ranks_.rank_of(needing.index);
         item.buffer_offset = send_size[item.peer];
         send_size[item.peer] += 3 * std::size_t(box.area());
       } else if (need_here) {
         item.kind = HaloItem::receive;
         item.to_local = local_index[needing.index];
-        item.peer = owners_[owning.index];
+        item.peer = ranks_.rank_of(owning.index);
         item.buffer_offset = receive_size[item.peer];
         receive_size[item.peer] += 3 * std::size_t(box.area());
       } else {
@@ -206,18 +206,18 @@ std::vector<Box> TiledObjective::grown_boxes() const {
 }
 
 std::vector<float> scatter_boxes(Communicator& communicator, const std::vector<float>& whole, int width,
-                                 int height, const std::vector<Box>& boxes, const std::vector<int>& owners) {
+                                 int height, const std::vector<Box>& boxes, const RankMap& owners) {
   const int me = communicator.rank(), ranks = communicator.size();
   const std::size_t plane = std::size_t(width) * height;
   std::vector<std::size_t> size_of(ranks, 0);
-  for (std::size_t b = 0; b < boxes.size(); ++b) size_of[owners[b]] += 3 * std::size_t(boxes[b].area());
+  for (std::size_t b = 0; b < boxes.size(); ++b) size_of[owners.rank_of(int(b))] += 3 * std::size_t(boxes[b].area());
   std::vector<std::vector<float>> outgoing(ranks);
   if (me == 0) {
     if (whole.size() != 3 * plane) fail("internal: scatter_boxes needs the whole image on rank 0");
     for (int r = 0; r < ranks; ++r) outgoing[r].reserve(size_of[r]);
     for (std::size_t b = 0; b < boxes.size(); ++b) {
       const Box& box = boxes[b];
-      auto& out = outgoing[owners[b]];
+      auto& out = outgoing[owners.rank_of(int(b))];
       for (int c = 0; c < 3; ++c)
         for (int y = box.y0; y < box.y1; ++y) {
           const float* row = whole.data() + c * plane + std::size_t(y) * width + box.x0;
@@ -242,7 +242,7 @@ std::vector<float> scatter_boxes(Communicator& communicator, const std::vector<f
 std::size_t TiledObjective::elements_of_rank(int rank) const {
   std::size_t count = 0;
   for (const Tile& tile : grid_.tiles)
-    if (owners_[tile.index] == rank) count += 3 * std::size_t(tile.owned.area());
+    if (ranks_.rank_of(tile.index) == rank) count += 3 * std::size_t(tile.owned.area());
   return count;
 }
 
@@ -250,7 +250,7 @@ void TiledObjective::place_rank(int rank, const float* part, std::vector<float>&
   const std::size_t plane = std::size_t(grid_.width) * grid_.height;
   full.resize(3 * plane);
   for (const Tile& tile : grid_.tiles) {
-    if (owners_[tile.index] != rank) continue;
+    if (ranks_.rank_of(tile.index) != rank) continue;
     const Box& b = tile.owned;
     for (int c = 0; c < 3; ++c)
       for (int y = b.y0; y < b.y1; ++y) {
@@ -525,7 +525,7 @@ StyleTargets tiled_style_targets(Backend& backend, const Architecture& arch, con
     const auto [most_rows, most_columns] = TileGrid::most_tiles(arch, layers, style.width, style.height);
     TileGrid grid = TileGrid::for_layers(arch, layers, style.width, style.height, std::min(rows, most_rows),
                                          std::min(columns, most_columns));
-    auto owners = place_tiles(int(grid.tiles.size()), communicator.size());
+    auto owners = RankMap::contiguous(int(grid.tiles.size()), communicator.size());
     std::vector<Box> grown;
     for (const Tile& tile : grid.tiles) grown.push_back(tile.grown);
     std::vector<float> crops = scatter_boxes(communicator, style.planar, style.width, style.height, grown, owners);
@@ -533,7 +533,7 @@ StyleTargets tiled_style_targets(Backend& backend, const Architecture& arch, con
     std::vector<double> sums(blended.size(), 0.0);
     std::map<std::pair<int, int>, std::unique_ptr<Network>> networks;
     for (const Tile& tile : grid.tiles) {
-      if (owners[tile.index] != communicator.rank()) continue;
+      if (owners.rank_of(tile.index) != communicator.rank()) continue;
       const Box& g = tile.grown;
       Tensor image = backend.allocate({3, g.height(), g.width()}, Layout::planar);
       backend.upload(std::span<const float>(crop, 3 * std::size_t(g.area())), image);

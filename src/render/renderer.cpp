@@ -30,8 +30,8 @@ Renderer::Renderer(Backend& backend, Communicator& communicator, RenderSettings 
     if (arch.index_of(layer) < 0) fail("model ", arch.name, " has no layer '", layer, "'");
   TileGrid grid =
       TileGrid::for_layers(arch, layers, width, height, settings_.tile_rows, settings_.tile_columns, settings_.halo_px);
-  auto owners = place_tiles(int(grid.tiles.size()), communicator_.size());
-  objective_ = std::make_unique<TiledObjective>(backend_, arch, *inputs_.weights, std::move(grid), std::move(owners),
+  auto ranks = RankMap::contiguous(int(grid.tiles.size()), communicator_.size());
+  objective_ = std::make_unique<TiledObjective>(backend_, arch, *inputs_.weights, std::move(grid), std::move(ranks),
                                                 settings_.objective, communicator_);
   if (!settings_.objective.style_layers.empty()) {
     std::vector<StyleImage> styles;
@@ -48,7 +48,7 @@ Renderer::Renderer(Backend& backend, Communicator& communicator, RenderSettings 
   // share memory with the render's activations.
   if (!settings_.objective.content_layers.empty())
     objective_->set_content(scatter_boxes(communicator_, root ? to_input_domain(inputs_.content) : std::vector<float>(),
-                                          width, height, objective_->grown_boxes(), objective_->owners()));
+                                          width, height, objective_->grown_boxes(), objective_->ranks()));
 
   // The starting image, made whole on rank 0 (the same on any rank count)
   // and scattered: each rank keeps its tiles' owned pixels.
@@ -82,7 +82,7 @@ Renderer::Renderer(Backend& backend, Communicator& communicator, RenderSettings 
   }
   Shape local{int(objective_->local_elements()), 1, 1};
   image_ = backend_.allocate(local, Layout::planar, Backend::Contents::unset);
-  auto owned = scatter_boxes(communicator_, start, width, height, objective_->owned_boxes(), objective_->owners());
+  auto owned = scatter_boxes(communicator_, start, width, height, objective_->owned_boxes(), objective_->ranks());
   start = {};
   backend_.upload(owned, image_);
   gradient_ = backend_.allocate(local, Layout::planar, Backend::Contents::unset);
@@ -199,7 +199,7 @@ void Renderer::scatter_whole(const std::vector<float>& whole, const std::string&
     fail("saved vector '", name, "' has ", whole.size(), " values; this render's ", grid.width, "x", grid.height,
          " image needs ", 3 * std::size_t(grid.width) * grid.height);
   auto owned = scatter_boxes(communicator_, whole, grid.width, grid.height, objective_->owned_boxes(),
-                             objective_->owners());
+                             objective_->ranks());
   if (owned.size() != local.elements()) fail("internal: scattered ", owned.size(), " values for ", local.elements());
   backend_.upload(owned, local);
 }

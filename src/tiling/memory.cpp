@@ -8,7 +8,7 @@ namespace tessera {
 
 MemoryEstimate estimate_rank_memory(const Architecture& arch, const std::vector<std::string>& content_layers,
                                     const std::vector<std::string>& style_layers, const TileGrid& grid,
-                                    const std::vector<int>& owners, int rank, int bytes_per_activation,
+                                    const RankMap& ranks, int rank, int bytes_per_activation,
                                     int optimiser_vectors) {
   std::vector<std::string> layers = content_layers;
   layers.insert(layers.end(), style_layers.begin(), style_layers.end());
@@ -51,7 +51,7 @@ MemoryEstimate estimate_rank_memory(const Architecture& arch, const std::vector<
     content_per_pixel += double(spec.out_channels) / (double(field.stride_px) * field.stride_px);
   }
   for (const auto& tile : grid.tiles) {
-    if (owners[tile.index] != rank) continue;
+    if (ranks.rank_of(tile.index) != rank) continue;
     owned += double(tile.owned.area());
     largest_grown = std::max(largest_grown, double(tile.grown.area()));
     m.content_targets += content_per_pixel * double(tile.grown.area()) * bytes_per_activation;

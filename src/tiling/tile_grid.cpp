@@ -132,10 +132,5 @@ void parse_tile_grid(const std::string& text, int& rows, int& columns) {
     fail("bad tile grid '", text, "': expected ROWSxCOLUMNS, such as 2x3");
 }
 
-std::vector<int> place_tiles(int tile_count, int rank_count) {
-  std::vector<int> owner(tile_count);
-  for (int t = 0; t < tile_count; ++t) owner[t] = int((long long)t * rank_count / tile_count);
-  return owner;
-}
 
 }  // namespace tessera

@@ -897,11 +897,11 @@ TEST(ObjectiveGradient, NormalisedGradientsMatchTheReferenceOnAnyTiling) {
     SCOPED_TRACE(std::to_string(rows) + "x" + std::to_string(columns));
     TileGrid grid = TileGrid::make(w, h, rows, columns, stride, halo_width_for(arch, layers),
                                    reduction_block_for(w, h, stride));
-    TiledObjective tiled(*backend, arch, weights, grid, place_tiles(rows * columns, 1), settings, single);
-    tiled.set_content(scatter_boxes(single, content, w, h, tiled.grown_boxes(), tiled.owners()));
+    TiledObjective tiled(*backend, arch, weights, grid, RankMap::contiguous(rows * columns, 1), settings, single);
+    tiled.set_content(scatter_boxes(single, content, w, h, tiled.grown_boxes(), tiled.ranks()));
     tiled.set_style_targets(targets());
     Tensor local = backend->allocate({int(tiled.local_elements()), 1, 1}, Layout::planar);
-    backend->upload(scatter_boxes(single, x, w, h, tiled.owned_boxes(), tiled.owners()), local);
+    backend->upload(scatter_boxes(single, x, w, h, tiled.owned_boxes(), tiled.ranks()), local);
     Tensor local_gradient = backend->allocate(local.shape(), Layout::planar);
     tiled.evaluate(local, local_gradient);
     std::vector<float> gradient_local(local.elements()), gradient(shape.elements());

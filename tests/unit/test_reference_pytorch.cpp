@@ -122,12 +122,12 @@ void check_case(const std::string& case_name, const WeightSet& weights, const st
   for (auto [rows, columns] : {std::pair{1, 1}, std::pair{std::min(2, most_rows), std::min(2, most_columns)}}) {
     SCOPED_TRACE("tiled " + std::to_string(rows) + "x" + std::to_string(columns));
     TileGrid grid = TileGrid::for_layers(arch, settings.layers(), w, h, rows, columns);
-    TiledObjective tiled(*backend, arch, weights, grid, place_tiles(rows * columns, 1), settings, single);
-    tiled.set_content(scatter_boxes(single, content_values, w, h, tiled.grown_boxes(), tiled.owners()));
+    TiledObjective tiled(*backend, arch, weights, grid, RankMap::contiguous(rows * columns, 1), settings, single);
+    tiled.set_content(scatter_boxes(single, content_values, w, h, tiled.grown_boxes(), tiled.ranks()));
     tiled.set_style_targets(tiled_style_targets(*backend, arch, weights, Pooling::max, settings.style_layers,
                                                 {StyleImage{sw, sh, style_values}}, {1.0f}, rows, columns, single));
     Tensor local = backend->allocate({int(tiled.local_elements()), 1, 1}, Layout::planar);
-    backend->upload(scatter_boxes(single, x_values, w, h, tiled.owned_boxes(), tiled.owners()), local);
+    backend->upload(scatter_boxes(single, x_values, w, h, tiled.owned_boxes(), tiled.ranks()), local);
     Tensor local_gradient = backend->allocate(local.shape(), Layout::planar);
     LossTerms got = tiled.evaluate(local, local_gradient);
     EXPECT_NEAR(got.content, double(expected["content"]), kTolerance * double(expected["content"]));

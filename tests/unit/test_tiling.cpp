@@ -110,6 +110,20 @@ TEST(TiledEqualsWhole, SmallerHaloThanTheRuleBreaksIt) {
 namespace tessera {
 namespace {
 
+TEST(RankMap, ContiguousRunsAsEvenAsPossible) {
+  RankMap map = RankMap::contiguous(10, 4);
+  std::vector<int> ranks;
+  for (int t = 0; t < map.tile_count(); ++t) ranks.push_back(map.rank_of(t));
+  EXPECT_EQ(ranks, (std::vector<int>{0, 0, 0, 1, 1, 2, 2, 2, 3, 3}));
+  EXPECT_EQ(map.tiles_of(1), (std::vector<int>{3, 4}));
+  EXPECT_EQ(map.rank_count(), 4);
+  EXPECT_STREQ(map.strategy_name(), "contiguous");
+  // Fewer tiles than ranks (a small style image): the last ranks get none.
+  RankMap few = RankMap::contiguous(3, 4);
+  EXPECT_TRUE(few.tiles_of(3).empty());
+  EXPECT_THROW(RankMap::contiguous(0, 2), Error);
+}
+
 // The tiled objective (what renders use) against the whole-image Objective
 // that tests/unit/test_reference_pytorch.cpp checks against PyTorch: on one
 // tile and on four, the same losses and the same gradient.
@@ -145,13 +159,13 @@ TEST(TiledObjective, MatchesTheWholeImageObjective) {
     int stride = total_stride_for(arch, layers);
     TileGrid grid = TileGrid::make(w, h, rows, columns, stride, halo_width_for(arch, layers),
                                    reduction_block_for(w, h, stride));
-    TiledObjective tiled(*backend, arch, weights, grid, place_tiles(rows * columns, 1), settings, single);
-    tiled.set_content(scatter_boxes(single, content_values, w, h, tiled.grown_boxes(), tiled.owners()));
+    TiledObjective tiled(*backend, arch, weights, grid, RankMap::contiguous(rows * columns, 1), settings, single);
+    tiled.set_content(scatter_boxes(single, content_values, w, h, tiled.grown_boxes(), tiled.ranks()));
     tiled.set_style_targets(
         testing::whole_image_style_targets(*backend, arch, weights, Pooling::max, settings.style_layers, {&style},
                                            {1.0f}));
     Tensor local = backend->allocate({int(tiled.local_elements()), 1, 1}, Layout::planar);
-    backend->upload(scatter_boxes(single, x_values, w, h, tiled.owned_boxes(), tiled.owners()), local);
+    backend->upload(scatter_boxes(single, x_values, w, h, tiled.owned_boxes(), tiled.ranks()), local);
     Tensor local_gradient = backend->allocate(local.shape(), Layout::planar);
     LossTerms got = tiled.evaluate(local, local_gradient);
     EXPECT_NEAR(got.content, expected.content, 1e-5 * expected.content);
