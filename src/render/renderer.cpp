@@ -43,6 +43,7 @@ Renderer::Renderer(Backend& backend, Communicator& communicator, RenderSettings 
                                                       settings_.objective.style_layers, styles, blend,
                                                       settings_.tile_rows, settings_.tile_columns, communicator_));
   }
+  inputs_.styles = {};  // rank 0's whole style images: their targets are set
 
   // After the style targets, so that their (temporary) networks never
   // share memory with the render's activations.
@@ -87,6 +88,11 @@ Renderer::Renderer(Backend& backend, Communicator& communicator, RenderSettings 
   backend_.upload(owned, image_);
   gradient_ = backend_.allocate(local, Layout::planar, Backend::Contents::unset);
   inputs_.weights = nullptr;  // planned and targets set: the caller may free them
+  // Rank 0 holds no whole image through the render (at 8K each is 400 MB),
+  // except the content where the original colours are put back at the end.
+  inputs_.init_image.reset();
+  inputs_.start = {};
+  if (!settings_.original_colors) inputs_.content = Image();
 
   // Image units: the input domain's change for a change of 1 in every RGB
   // channel (255 for Caffe's weights, about 4.4 for torchvision's).
