@@ -144,7 +144,10 @@ std::string intermediate_name(const std::string& output, int scale, int scale_co
 double rank_memory_needed(const RenderOptions& o, const RenderSettings& settings, int width, int height, int ranks) {
   const Architecture& a = architecture(settings.model);
   std::vector<std::string> used = settings.objective.layers();
-  const int optimiser_vectors = o.optimizer == "adam" ? 2 : 2 * o.lbfgs_history + 2;
+  // Each scale starts a new optimiser, so L-BFGS holds no more pairs than
+  // the scale's iterations.
+  const int pairs = std::min(o.lbfgs_history, std::max(1, settings.iterations));
+  const int optimiser_vectors = o.optimizer == "adam" ? 2 : 2 * pairs + 2;
   const int activation_bytes = o.precision == "bf16" ? 2 : 4;
   TileGrid grid =
       TileGrid::for_layers(a, used, width, height, settings.tile_rows, settings.tile_columns, settings.halo_px);
@@ -222,6 +225,7 @@ void check_memory(const RenderOptions& o, const RenderSettings& settings, const 
   double largest = 0.0;
   for (std::size_t s = 0; s < scales.size(); ++s) {
     RenderSettings scale_settings = settings;
+    scale_settings.iterations = scales[s].iterations;
     std::vector<std::string> unused;
     choose_tiles(o, scale_settings, scales[s].width, scales[s].height, ranks, unused);
     const double needed = rank_memory_needed(o, scale_settings, scales[s].width, scales[s].height, ranks);

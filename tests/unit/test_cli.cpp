@@ -434,6 +434,24 @@ TEST(Cli, ThreadsFollowTheCpusAllowedAndWaitPassively) {
 
 // Weights by name: ./models first, then $XDG_DATA_HOME/tessera/models;
 // $TESSERA_WEIGHTS_DIR alone when set.
+// Each scale starts a new optimiser: the estimate counts no more L-BFGS
+// pairs than the scale's iterations can fill.
+TEST(Cli, MemoryEstimateCountsTheHistoryAScaleCanFill) {
+  SmallInputs in = small_inputs();
+  auto estimate = [&](const std::string& extra) {
+    CommandRun run = run_tessera("render --content c.png --style s.png --weights w.h5 --size 512 --scales 1 "
+                                 "--lbfgs-history 100 --dry-run " + extra, in.folder);
+    EXPECT_EQ(run.exit_code, 0) << run.output;
+    const auto at = run.output.find("about ");
+    if (at == std::string::npos) return -1.0;
+    return std::stod(run.output.substr(at + 6));
+  };
+  const double few = estimate("--iterations 4"), many = estimate("--iterations 400");
+  EXPECT_GT(few, 0.0);
+  EXPECT_LT(few, many);
+  EXPECT_EQ(estimate("--iterations 100"), many);  // the history is full either way
+}
+
 TEST(Cli, ModelsImportChecksWhereItWritesFirst) {
   fs::path folder = testing::scratch_dir();
   fs::create_directories(folder / "a-folder.h5");
