@@ -373,6 +373,28 @@ ResumePoint find_resume_point(const RenderOptions& o, const std::map<std::string
   return point;
 }
 
+// The settings that make the image what it is, as text: both the resume
+// identity (a checkpoint continues only a render that agrees on them) and
+// the output image's metadata start from this one list.
+std::map<std::string, std::string> settings_record(const RenderOptions& o, const RenderSettings& settings,
+                                                   const std::string& model) {
+  return {
+      {"model", model},
+      {"content_layers", fmt::format("{}", fmt::join(settings.objective.content_layers, ","))},
+      {"style_layers", fmt::format("{}", fmt::join(settings.objective.style_layers, ","))},
+      {"content_weight", fmt::format("{}", settings.objective.content_weight)},
+      {"style_weight", fmt::format("{}", settings.objective.style_weight)},
+      {"tv_weight", fmt::format("{}", settings.objective.tv_weight)},
+      {"style_scale", fmt::format("{}", o.style_scale)},
+      {"pooling", o.pooling},
+      {"seed", std::to_string(o.seed)},
+      {"optimizer", o.optimizer},
+      {"line_search", o.optimizer == "lbfgs" ? o.line_search : "-"},
+      {"normalize_gradients", o.normalize_gradients ? "yes" : "no"},
+      {"precision", o.precision},
+  };
+}
+
 // What a render is, worked out from the options and the weights file alone,
 // before any image is read: the same on every rank.
 struct RenderPlan {
@@ -580,8 +602,6 @@ int run_render(CLI::App& command, RenderOptions& o) {
   const std::string& deepest = plan.deepest;
   auto& notes = plan.notes;
   const RenderSettings& settings = plan.settings;
-  const auto& content_layers = settings.objective.content_layers;
-  const auto& style_layers = settings.objective.style_layers;
   const InitKind first_init = plan.first_init;
 
   // --- images: rank 0 reads them at their own size once, and resizes them
@@ -637,31 +657,19 @@ int run_render(CLI::App& command, RenderOptions& o) {
     std::vector<std::string> scale_sizes, style_identities;
     for (const auto& scale : scales) scale_sizes.push_back(fmt::format("{}x{}", scale.width, scale.height));
     for (const auto& path : styles) style_identities.push_back(io::file_sha256(path));
-    identity = {
-        {"model", model},
+    identity = settings_record(o, settings, model);
+    identity.insert({
         {"weights", fmt::format("{} up to {} (sha256 {})", weights.architecture, deepest, weights_identity)},
         {"content", io::file_sha256(o.content)},
         {"style", fmt::format("{}", fmt::join(style_identities, ","))},
         {"style_blend_weights", fmt::format("{}", fmt::join(o.style_blend_weights, ","))},
-        {"style_scale", fmt::format("{}", o.style_scale)},
         {"size", fmt::format("{}x{}", width, height)},
         {"scales", fmt::format("{}", fmt::join(scale_sizes, ","))},
-        {"content_layers", fmt::format("{}", fmt::join(content_layers, ","))},
-        {"style_layers", fmt::format("{}", fmt::join(style_layers, ","))},
-        {"content_weight", fmt::format("{}", settings.objective.content_weight)},
-        {"style_weight", fmt::format("{}", settings.objective.style_weight)},
-        {"tv_weight", fmt::format("{}", settings.objective.tv_weight)},
-        {"pooling", o.pooling},
         {"init", first_init == InitKind::image ? "image " + io::file_sha256(o.init) : o.init},
-        {"seed", std::to_string(o.seed)},
-        {"optimizer", o.optimizer},
         {"learning_rate", o.optimizer == "adam" ? fmt::format("{}", o.learning_rate) : "1"},
         {"lbfgs_history", o.optimizer == "lbfgs" ? std::to_string(o.lbfgs_history) : "-"},
-        {"line_search", o.optimizer == "lbfgs" ? o.line_search : "-"},
-        {"normalize_gradients", o.normalize_gradients ? "yes" : "no"},
-        {"precision", o.precision},
         {"fit", plan.size.exact() ? o.fit : "-"},
-    };
+    });
     point = find_resume_point(o, identity, notes);
   }
   {
@@ -810,31 +818,19 @@ int run_render(CLI::App& command, RenderOptions& o) {
       point.reader.reset();
     }
 
-    std::map<std::string, std::string> metadata = {
+    std::map<std::string, std::string> metadata = settings_record(o, settings, model);
+    metadata.insert({
         {"software", std::string("tessera ") + build_info::version},
         {"content", o.content},
         {"style", fmt::format("{}", fmt::join(styles, ","))},
         {"size", fmt::format("{}x{}", scale.width, scale.height)},
-        {"model", model},
         {"weights", weights_path.filename().string()},
-        {"content_layers", fmt::format("{}", fmt::join(content_layers, ","))},
-        {"style_layers", fmt::format("{}", fmt::join(style_layers, ","))},
-        {"content_weight", fmt::format("{}", settings.objective.content_weight)},
-        {"style_weight", fmt::format("{}", settings.objective.style_weight)},
-        {"tv_weight", fmt::format("{}", settings.objective.tv_weight)},
-        {"style_scale", fmt::format("{}", o.style_scale)},
         {"init", o.init},
-        {"optimizer", o.optimizer},
-        {"line_search", o.optimizer == "lbfgs" ? o.line_search : "-"},
-        {"normalize_gradients", o.normalize_gradients ? "yes" : "no"},
-        {"pooling", o.pooling},
-        {"seed", std::to_string(o.seed)},
         {"original_colors", o.original_colors ? "true" : "false"},
-        {"precision", o.precision},
         {"tiles", fmt::format("{}x{}", scale_settings.tile_rows, scale_settings.tile_columns)},
         {"halo", o.halo},
         {"scale", fmt::format("{} of {}", s + 1, scale_count)},
-    };
+    });
     auto write = [&](const std::string& path, int iterations_done) {
       io::WriteOptions write_options;
       write_options.bits = o.bits;
