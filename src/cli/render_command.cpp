@@ -13,6 +13,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <numeric>
 #include <optional>
 #include <sstream>
@@ -371,6 +372,18 @@ ResumePoint find_resume_point(const RenderOptions& o, const std::map<std::string
                               header.state.iterations_done, header.written_at, header.ranks, header.tiles,
                               std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count()));
   return point;
+}
+
+// Removes the checkpoints of `output` that `keep` does not want, and any
+// left half-written; returns how many checkpoints went.
+int remove_checkpoints(const std::string& output, const std::function<bool(const std::filesystem::path&)>& keep) {
+  int removed = 0;
+  for (const auto& old : io::list_checkpoints(output)) {
+    std::error_code error;
+    if (!keep(old) && std::filesystem::remove(old, error)) ++removed;
+  }
+  io::remove_abandoned_checkpoint_files(output);
+  return removed;
 }
 
 // The settings that make the image what it is, as text: both the resume
@@ -891,12 +904,9 @@ int run_render(CLI::App& command, RenderOptions& o) {
       if (kept.empty() || kept.back() != path) kept.push_back(path);
       // Keep this checkpoint and the one before it; earlier ones (also those
       // of an earlier render of this output) go.
-      for (const auto& old : io::list_checkpoints(o.output)) {
-        bool keep = old == kept.back() || (kept.size() > 1 && old == kept[kept.size() - 2]);
-        std::error_code ignored;
-        if (!keep) std::filesystem::remove(old, ignored);
-      }
-      io::remove_abandoned_checkpoint_files(o.output);
+      remove_checkpoints(o.output, [&](const std::filesystem::path& old) {
+        return old == kept.back() || (kept.size() > 1 && old == kept[kept.size() - 2]);
+      });
       spdlog::debug("checkpoint {} ({:.1f} MB, {:.2f} s)", path.string(), bytes / 1e6, seconds);
     };
 
@@ -1031,12 +1041,7 @@ int run_render(CLI::App& command, RenderOptions& o) {
   // A finished render needs its checkpoints no more, and a later render of
   // this output with other settings would find them in its way.
   if (root && !o.keep_checkpoints) {
-    int removed = 0;
-    for (const auto& old : io::list_checkpoints(o.output)) {
-      std::error_code error;
-      if (std::filesystem::remove(old, error)) ++removed;
-    }
-    io::remove_abandoned_checkpoint_files(o.output);
+    const int removed = remove_checkpoints(o.output, [](const std::filesystem::path&) { return false; });
     if (removed > 0) spdlog::info("removed {} checkpoint{} (--keep-checkpoints keeps them)", removed, removed > 1 ? "s" : "");
   }
   return 0;
