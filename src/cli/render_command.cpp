@@ -374,6 +374,32 @@ ResumePoint find_resume_point(const RenderOptions& o, const std::map<std::string
   return point;
 }
 
+// A resumed render logs again the iterations that ran after its checkpoint
+// (a job killed between two checkpoints): the log keeps only the lines up to
+// iteration `iteration` of scale `scale` (1-based, as logged), so that each
+// iteration appears once. A line cut short by the kill goes too.
+void keep_log_until(const std::string& path, int scale, int iteration) {
+  std::ifstream in(path);
+  if (!in) return;  // no log yet: the resumed render starts one
+  std::string kept, line;
+  while (std::getline(in, line)) {
+    const auto record = nlohmann::json::parse(line, nullptr, false);
+    if (record.is_discarded() || !record.contains("iteration")) continue;
+    const int line_scale = record.value("scale", 1), line_iteration = record["iteration"].get<int>();
+    if (line_scale < scale || (line_scale == scale && line_iteration <= iteration)) kept += line + "\n";
+  }
+  in.close();
+  const std::string temporary = path + ".resume-tmp";
+  {
+    std::ofstream out(temporary, std::ios::trunc);
+    out << kept;
+    if (!out.flush()) fail("cannot rewrite the JSON log '", path, "' for the resumed render");
+  }
+  std::error_code error;
+  std::filesystem::rename(temporary, path, error);
+  if (error) fail("cannot rewrite the JSON log '", path, "': ", error.message());
+}
+
 // Removes the checkpoints of `output` that `keep` does not want, and any
 // left half-written; returns how many checkpoints went.
 int remove_checkpoints(const std::string& output, const std::function<bool(const std::filesystem::path&)>& keep) {
@@ -717,6 +743,7 @@ int run_render(CLI::App& command, RenderOptions& o) {
 
   std::ofstream log;
   if (!o.log_json.empty() && root) {
+    if (point.resumed) keep_log_until(o.log_json, point.scale + 1, point.state.iterations_done);
     log.open(o.log_json, point.resumed ? std::ios::app : std::ios::trunc);
     if (!log) fail("cannot write the JSON log '", o.log_json, "'");
   }

@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <numeric>
 #include <sstream>
 #include <thread>
 
@@ -374,6 +375,27 @@ TEST_F(Resume, KilledWhileWritingACheckpointKeepsThePreviousOne) {
   ASSERT_EQ(run(second, "second.log"), 0) << text("second.log");
   EXPECT_NE(text("second.log").find("resuming from"), std::string::npos);
   EXPECT_LE(difference("part.exr", "whole.exr"), 1e-4);
+}
+
+// A job killed between two checkpoints runs the iterations after the older
+// one again when it resumes; its JSON log still holds each iteration once.
+TEST_F(Resume, KilledBetweenCheckpointsLogsEachIterationOnce) {
+  auto first = render({"--size", "200", "--iterations", "150"});
+  first.insert(first.end(), {"-o", "part.exr", "--checkpoint-every", "5", "--log-json", "log.jsonl"});
+  pid_t child = spawn(first, "first.log");
+  ASSERT_TRUE(wait_for_log("log.jsonl", [](const auto& line) { return line["iteration"] >= 7; })) << text("first.log");
+  kill(child, SIGKILL);
+  wait_for(child);
+  ASSERT_FALSE(io::list_checkpoints(folder_ / "part.exr").empty());
+
+  auto second = render({"--size", "200", "--iterations", "150"});
+  second.insert(second.end(), {"-o", "part.exr", "--resume", "auto", "--log-json", "log.jsonl"});
+  ASSERT_EQ(run(second, "second.log"), 0) << text("second.log");
+  std::vector<int> logged;
+  for (const auto& line : log_lines("log.jsonl")) logged.push_back(line["iteration"]);
+  std::vector<int> each(150);
+  std::iota(each.begin(), each.end(), 1);
+  EXPECT_EQ(logged, each) << text("second.log");
 }
 
 // A checkpoint cut short, with a flipped byte, or from another model: one
