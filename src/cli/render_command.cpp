@@ -1042,8 +1042,11 @@ int run_render(CLI::App& command, RenderOptions& o) {
     }
     if (!renderer.stop_reason().empty()) {
       stopped_early = renderer.stop_reason();
-      spdlog::warn("stopped after {} of {} iterations{}: {}", done, scale.iterations,
-                   scale_count > 1 ? fmt::format(" of scale {}", s + 1) : "", stopped_early);
+      // Reaching a minimum early is news, not trouble; anything else is.
+      const bool converged = stopped_early.starts_with("converged");
+      spdlog::log(converged ? spdlog::level::info : spdlog::level::warn, "{} after {} of {} iterations{}: {}",
+                  converged ? "finished" : "stopped", done, scale.iterations,
+                  scale_count > 1 ? fmt::format(" of scale {}", s + 1) : "", stopped_early);
     }
     if (s + 1 < scale_count) {
       // The next scale starts from this one's result, upsampled in the

@@ -179,7 +179,7 @@ StepReport Lbfgs::step(Tensor& x, Tensor& gradient, double& loss, const Evaluate
     slope_and_move(gradient, slope0, move);
   }
   if (!(slope0 < 0.0)) {
-    stop_reason_ = "the gradient vanished: nothing lowers the loss from here";
+    stop_reason_ = "converged: the gradient vanished, so nothing lowers the loss from here";
     report.progressed = false;
     return report;
   }
@@ -293,7 +293,7 @@ StepReport Lbfgs::step(Tensor& x, Tensor& gradient, double& loss, const Evaluate
     loss = f0;
     report.evaluated_here = true;
     if (fresh) {
-      stop_reason_ = "the line search found no lower loss along the steepest descent";
+      stop_reason_ = "converged: no step along the steepest descent lowers the loss (a minimum at float precision)";
       report.progressed = false;
       return report;
     }

@@ -452,6 +452,17 @@ TEST(Cli, MemoryEstimateCountsTheHistoryAScaleCanFill) {
   EXPECT_EQ(estimate("--iterations 100"), many);  // the history is full either way
 }
 
+// A render that reaches a minimum early says so as news, not as a warning.
+TEST(Cli, ConvergingEarlyIsNotAWarning) {
+  SmallInputs in = small_inputs();
+  CommandRun run = run_tessera("render --content c.png --style s.png --weights w.h5 --size 32 --iterations 10 "
+                               "--style-weight 0 --tv-weight 0 --init content -o out.png", in.folder);
+  EXPECT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_NE(run.output.find("tessera: info: finished after"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("converged"), std::string::npos) << run.output;
+  EXPECT_EQ(run.output.find("warning"), std::string::npos) << run.output;
+}
+
 TEST(Cli, ModelsImportChecksWhereItWritesFirst) {
   fs::path folder = testing::scratch_dir();
   fs::create_directories(folder / "a-folder.h5");
