@@ -90,9 +90,9 @@ struct AdamState {
 // Storage of activations: f32 (the reference), or bf16 (half the memory
 // and bandwidth; products accumulate in f32, Gram sums and losses stay f32).
 enum class Precision { f32, bf16 };
-Precision parse_precision(const std::string& text);
+Precision parse_precision(const std::string& text);  // "f32" | "bf16", else tessera::Error
 // TESSERA_POISON_BUFFERS set to anything but 0: see Backend::Contents.
-bool poison_unset_buffers();  // "f32" | "bf16", else tessera::Error
+bool poison_unset_buffers();
 const char* precision_name(Precision precision);
 
 class Backend {

@@ -132,5 +132,4 @@ void parse_tile_grid(const std::string& text, int& rows, int& columns) {
     fail("bad tile grid '", text, "': expected ROWSxCOLUMNS, such as 2x3");
 }
 
-
 }  // namespace tessera
