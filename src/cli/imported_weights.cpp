@@ -7,7 +7,6 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include <array>
 #include <cerrno>
 #include <cstdint>
 #include <cstdlib>
@@ -58,12 +57,7 @@ std::uint64_t fnv1a(const std::string& text) {
 bool needs_import(const fs::path& weights) {
   // A damaged .h5 is reported by the reader, not sent to the importers.
   if (weights.extension() == ".h5" || weights.extension() == ".hdf5") return false;
-  static constexpr std::array<unsigned char, 8> hdf5_signature = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
-  std::ifstream file(weights, std::ios::binary);
-  if (!file) fail("cannot read the weights file '", weights.string(), "'");
-  std::array<unsigned char, 8> head{};
-  file.read(reinterpret_cast<char*>(head.data()), head.size());
-  return file.gcount() != std::streamsize(head.size()) || head != hdf5_signature;
+  return io::needs_conversion(weights);
 }
 
 std::string architecture_from_prototxt(const fs::path& prototxt) {

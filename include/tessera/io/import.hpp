@@ -48,4 +48,8 @@ struct ImportResult {
 // key_layout, imported_by) and validates the result against its architecture.
 ImportResult import_weights(const std::filesystem::path& source, const ImportOptions& options = {});
 
+// Whether import_weights would convert `source` (anything but an HDF5 file),
+// told by its first bytes as import_weights tells them.
+bool needs_conversion(const std::filesystem::path& source);
+
 }  // namespace tessera::io

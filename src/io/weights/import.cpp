@@ -70,6 +70,8 @@ std::vector<std::pair<std::string, std::string>> ImportOptions::parse_map(std::s
   return map;
 }
 
+bool needs_conversion(const std::filesystem::path& source) { return detect_format(source) != SourceFormat::hdf5; }
+
 ImportResult import_weights(const std::filesystem::path& source, const ImportOptions& options) {
   std::error_code ec;
   if (!std::filesystem::is_regular_file(source, ec))
