@@ -231,11 +231,7 @@ CheckpointReader::CheckpointReader(std::filesystem::path path) : impl_(std::make
   if (!std::filesystem::is_regular_file(file.path(), ec)) fail("checkpoint '", file.path().string(), "' not found");
   if (TESSERA_H5(file, H5Fis_hdf5(file.path().c_str())) <= 0) file.invalid("it is not an HDF5 file");
   r.handle = TESSERA_H5_OWN(file, H5Fopen(file.path().c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
-  if (!has_attribute(file, r.handle, "format"))
-    file.invalid("it is an HDF5 file, but not one tessera wrote (no format attribute)");
-  if (std::string format = read_string_attribute(file, r.handle, "format"); format != checkpoint_format)
-    file.invalid(format == "tessera-weights" ? "it is a weights file (--weights reads those)"
-                                             : "its format is '" + format + "', not '" + checkpoint_format + "'");
+  expect_format(file, r.handle, checkpoint_format);
   int version = read_int_attribute(file, r.handle, "format_version");
   if (version != checkpoint_version)
     file.invalid("format_version is ", version, "; this tessera reads version ", checkpoint_version);

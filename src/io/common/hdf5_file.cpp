@@ -100,6 +100,16 @@ void write_float_dataset(const H5File& file, hid_t location, const char* name, c
 
 // --- reading
 
+void expect_format(const H5File& file, hid_t root, const std::string& expected) {
+  if (!has_attribute(file, root, "format"))
+    file.invalid("it is an HDF5 file, but not one tessera wrote (no format attribute)");
+  const std::string format = read_string_attribute(file, root, "format");
+  if (format == expected) return;
+  if (format == "tessera-weights") file.invalid("it is a weights file (--weights reads those)");
+  if (format == "tessera-checkpoint") file.invalid("it is a render's checkpoint (--resume reads those)");
+  file.invalid("its format is '", format, "', not '", expected, "'");
+}
+
 bool has_attribute(const H5File& file, hid_t location, const char* name) {
   return TESSERA_H5(file, H5Aexists(location, name)) > 0;
 }

@@ -106,6 +106,9 @@ void write_float_dataset(const H5File& file, hid_t location, const char* name, c
                          const float* values, std::vector<hsize_t> chunk = {});
 
 // --- reading
+// Checks the root's `format` attribute against `expected` ("tessera-weights",
+// "tessera-checkpoint"); a file of tessera's other kind is named as such.
+void expect_format(const H5File& file, hid_t root, const std::string& expected);
 bool has_attribute(const H5File& file, hid_t location, const char* name);
 std::string read_string_attribute(const H5File& file, hid_t location, const char* name);
 int read_int_attribute(const H5File& file, hid_t location, const char* name);

@@ -122,11 +122,7 @@ WeightSet read_file(const H5File& file, bool load_data) {
   H5Handle handle = TESSERA_H5_OWN(file, H5Fopen(file.path().c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
 
   WeightSet weights;
-  if (!has_attribute(file, handle, "format"))
-    file.invalid("it is an HDF5 file, but not one tessera wrote (no format attribute)");
-  if (std::string format = read_string_attribute(file, handle, "format"); format != weight_file_format)
-    file.invalid(format == "tessera-checkpoint" ? "it is a render's checkpoint (--resume reads those)"
-                                                : "its format is '" + format + "', not '" + weight_file_format + "'");
+  expect_format(file, handle, weight_file_format);
   int version = read_int_attribute(file, handle, "format_version");
   if (version != weight_file_version)
     file.invalid("format_version is ", version, "; this tessera reads version ", weight_file_version);
