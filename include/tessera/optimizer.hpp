@@ -45,8 +45,10 @@ class Optimizer {
     return report;
   }
   virtual std::string name() const = 0;
-  // Why update() returned false.
+  // Why update() returned false, and whether that is because it reached a
+  // minimum (nothing lowers the loss from here) rather than a failure.
   virtual std::string stop_reason() const { return {}; }
+  virtual bool converged() const { return false; }
 
   virtual OptimizerState state() const = 0;
   // One of state().vectors.
@@ -93,6 +95,7 @@ class Lbfgs final : public Optimizer {
   StepReport step(Tensor& x, Tensor& gradient, double& loss, const Evaluate& evaluate) override;
   std::string name() const override { return "lbfgs"; }
   std::string stop_reason() const override { return stop_reason_; }
+  bool converged() const override { return converged_; }
   int history_size() const { return int(directions_.size()); }
   OptimizerState state() const override;
   const Tensor& vector(const std::string& name) const override;
@@ -129,6 +132,7 @@ class Lbfgs final : public Optimizer {
   bool last_fresh_ = false;                // the last step was a steepest descent
   double total_elements_ = 0.0;            // of x, over every rank
   std::string stop_reason_;
+  bool converged_ = false;
 };
 
 struct AdamSettings {

@@ -77,8 +77,10 @@ class Renderer {
   // made so far). Returns the number of iterations done in all.
   int run(const std::function<bool(const IterationReport&)>& on_iteration);
 
-  // Why run() stopped before its planned iterations, if it did.
+  // Why run() stopped before its planned iterations, if it did, and whether
+  // the optimiser had converged (news) rather than failed (a warning).
   const std::string& stop_reason() const { return stop_reason_; }
+  bool converged() const { return converged_; }
   // The current image in RGB (with the content's colours when
   // original_colors), gathered from every rank: a collective call; ranks
   // other than 0 get an empty image.
@@ -124,6 +126,7 @@ class Renderer {
   Tensor image_, gradient_;
   int iterations_done_ = 0;
   std::string stop_reason_;
+  bool converged_ = false;
   // The loss and gradient_ are those at image_ (the optimiser's line search
   // evaluated there): the next iteration need not evaluate again.
   bool evaluated_here_ = false;

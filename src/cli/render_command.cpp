@@ -1043,7 +1043,7 @@ int run_render(CLI::App& command, RenderOptions& o) {
     if (!renderer.stop_reason().empty()) {
       stopped_early = renderer.stop_reason();
       // Reaching a minimum early is news, not trouble; anything else is.
-      const bool converged = stopped_early.starts_with("converged");
+      const bool converged = renderer.converged();
       spdlog::log(converged ? spdlog::level::info : spdlog::level::warn, "{} after {} of {} iterations{}: {}",
                   converged ? "finished" : "stopped", done, scale.iterations,
                   scale_count > 1 ? fmt::format(" of scale {}", s + 1) : "", stopped_early);

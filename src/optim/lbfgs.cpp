@@ -180,6 +180,7 @@ StepReport Lbfgs::step(Tensor& x, Tensor& gradient, double& loss, const Evaluate
   }
   if (!(slope0 < 0.0)) {
     stop_reason_ = "converged: the gradient vanished, so nothing lowers the loss from here";
+    converged_ = true;
     report.progressed = false;
     return report;
   }
@@ -294,6 +295,7 @@ StepReport Lbfgs::step(Tensor& x, Tensor& gradient, double& loss, const Evaluate
     report.evaluated_here = true;
     if (fresh) {
       stop_reason_ = "converged: no step along the steepest descent lowers the loss (a minimum at float precision)";
+      converged_ = true;
       report.progressed = false;
       return report;
     }

@@ -174,6 +174,7 @@ int Renderer::run(const std::function<bool(const IterationReport&)>& on_iteratio
     if (!step.progressed) {
       stop_reason_ = optimizer_->stop_reason();
       if (stop_reason_.empty()) stop_reason_ = optimizer_->name() + " stopped";
+      converged_ = optimizer_->converged();
       break;
     }
     if (!go_on) {
