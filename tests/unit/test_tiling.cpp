@@ -10,6 +10,7 @@
 #include "support/test_support.hpp"
 #include "support/whole_objective.hpp"
 #include "tessera/backend.hpp"
+#include "tessera/box_copy.hpp"
 #include "tessera/error.hpp"
 #include "tessera/render.hpp"
 #include "tessera/tiling.hpp"
@@ -127,6 +128,27 @@ TEST(RankMap, ContiguousRunsAsEvenAsPossible) {
 // The tiled objective (what renders use) against the whole-image Objective
 // that tests/unit/test_reference_pytorch.cpp checks against PyTorch: on one
 // tile and on four, the same losses and the same gradient.
+// In one process a box copy is a crop of the tiles into the new boxes; a box
+// the tiles do not cover is refused, not left unset.
+TEST(BoxCopy, OneProcessCropsIntoTheNewBoxes) {
+  SingleProcess alone;
+  const std::vector<Box> from = {Box{0, 0, 5, 4}, Box{5, 0, 9, 4}};
+  std::vector<float> local;
+  for (const Box& box : from)
+    for (int c = 0; c < 2; ++c)
+      for (int y = box.y0; y < box.y1; ++y)
+        for (int x = box.x0; x < box.x1; ++x) local.push_back(float(c * 100 + y * 10 + x));
+  const std::vector<Box> to = {Box{3, 1, 7, 3}};
+  auto moved = copy_boxes(alone, 2, from, RankMap::contiguous(2, 1), local, to, RankMap::contiguous(1, 1));
+  std::vector<float> expected;
+  for (int c = 0; c < 2; ++c)
+    for (int y = 1; y < 3; ++y)
+      for (int x = 3; x < 7; ++x) expected.push_back(float(c * 100 + y * 10 + x));
+  EXPECT_EQ(moved, expected);
+  const std::vector<Box> beyond = {Box{6, 2, 10, 4}};
+  EXPECT_THROW(copy_boxes(alone, 2, from, RankMap::contiguous(2, 1), local, beyond, RankMap::contiguous(1, 1)), Error);
+}
+
 TEST(TiledObjective, MatchesTheWholeImageObjective) {
   WeightSet weights = testing::synthetic_weights("vgg19", 5);
   auto backend = make_backend("cpu");
