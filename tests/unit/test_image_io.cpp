@@ -685,6 +685,60 @@ TEST(ImageResize, BadSizesAreRefused) {
   EXPECT_THROW(tessera::io::resize_image(Image(), 4, 4), tessera::Error);
 }
 
+// Resizing split among ranks: each part of the result from the window of the
+// source its filter reaches equals that part of the whole resize exactly,
+// growing by 2 (between scales), by an uneven ratio, and shrinking.
+TEST(ImageResize, InPartsEqualsTheWholeResize) {
+  using tessera::Box;
+  struct Case {
+    int width, height, to_width, to_height;
+  };
+  for (const Case& c : {Case{37, 29, 74, 58}, Case{60, 45, 97, 71}, Case{80, 61, 33, 25}}) {
+    const Image source = seeded_image(c.width, c.height, 40, -2.0f, 3.0f);
+    const Image whole = tessera::io::resize_image(source, c.to_width, c.to_height);
+    float low[3], high[3];
+    const std::size_t plane = source.plane_size();
+    for (int ch = 0; ch < 3; ++ch) {
+      auto [lowest, highest] = std::minmax_element(source.pixels.begin() + ch * plane,
+                                                   source.pixels.begin() + (ch + 1) * plane);
+      low[ch] = *lowest;
+      high[ch] = *highest;
+    }
+    // A 3x2 grid of parts of uneven sizes.
+    const int xs[] = {0, c.to_width / 4, c.to_width / 2 + 3, c.to_width};
+    const int ys[] = {0, c.to_height / 3, c.to_height};
+    int differing = 0;
+    for (int row = 0; row < 2; ++row)
+      for (int column = 0; column < 3; ++column) {
+        const Box part{xs[column], ys[row], xs[column + 1], ys[row + 1]};
+        const Box window = tessera::io::resize_source_window(part, c.width, c.height, c.to_width, c.to_height);
+        ASSERT_TRUE(Box({0, 0, c.width, c.height}).contains(window));
+        ASSERT_LT(window.area(), (long long)c.width * c.height) << "the window is the whole image";
+        std::vector<float> values;
+        for (int ch = 0; ch < 3; ++ch)
+          for (int y = window.y0; y < window.y1; ++y)
+            for (int x = window.x0; x < window.x1; ++x) values.push_back(source.at(ch, y, x));
+        std::vector<float> resized = tessera::io::resize_part(values, window, 3, c.width, c.height, c.to_width,
+                                                              c.to_height, part);
+        ASSERT_EQ(resized.size(), 3 * std::size_t(part.area()));
+        std::size_t i = 0;
+        for (int ch = 0; ch < 3; ++ch)
+          for (int y = part.y0; y < part.y1; ++y)
+            for (int x = part.x0; x < part.x1; ++x, ++i)
+              differing += std::clamp(resized[i], low[ch], high[ch]) != whole.at(ch, y, x);
+        // A window short of what the filter reaches is refused.
+        const Box short_window{window.x0, window.y0, window.x1, std::max(window.y0 + 1, window.y1 - 1)};
+        if (short_window.y1 < c.height && short_window != window) {
+          std::vector<float> fewer(3 * std::size_t(short_window.area()));
+          EXPECT_THROW(tessera::io::resize_part(fewer, short_window, 3, c.width, c.height, c.to_width, c.to_height,
+                                                part),
+                       tessera::Error);
+        }
+      }
+    EXPECT_EQ(differing, 0) << c.width << "x" << c.height << " to " << c.to_width << "x" << c.to_height;
+  }
+}
+
 // ------------------------------------------------------- the shared images
 
 TEST(SharedImages, StarryNightCropAndEscherHaveTheirKnownSizes) {

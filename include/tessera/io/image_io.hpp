@@ -6,10 +6,12 @@
 
 #include <filesystem>
 #include <map>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "tessera/image.hpp"
+#include "tessera/tiling.hpp"
 
 namespace tessera::io {
 
@@ -62,6 +64,18 @@ Image read_image(const std::filesystem::path& path);
 // in [0,1] and a float image keeps its own range. The same size returns a copy
 // of `image` unchanged. Sizes must be positive.
 Image resize_image(const Image& image, int width_px, int height_px);
+
+// Resizing in parts, for an image split among ranks. The source pixels that
+// resizing a full_width x full_height image to width_px x height_px reads
+// for the pixels `part` of the result: the filter's reach around them,
+// clipped to the image.
+Box resize_source_window(const Box& part, int full_width, int full_height, int width_px, int height_px);
+// The pixels `part` of that resize, from `window`: the source's pixels in
+// `window_box` (which holds resize_source_window(part, ...)), `channels`
+// planes. Equal, value for value, to those of resize_image before its
+// clamp, which the caller applies with the whole source's range.
+std::vector<float> resize_part(std::span<const float> window, const Box& window_box, int channels, int full_width,
+                               int full_height, int width_px, int height_px, const Box& part);
 
 // How an image meets an output of another aspect ratio: cut to it (centred),
 // extended to it with black borders (centred), or stretched.

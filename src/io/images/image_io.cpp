@@ -366,6 +366,63 @@ Image resize_image(const Image& image, int width_px, int height_px) {
   return resized;
 }
 
+Box resize_source_window(const Box& part, int full_width, int full_height, int width_px, int height_px) {
+  // OpenImageIO reads, for a result pixel x, the source pixels within the
+  // filter's radius (in source pixels: half its width, that width scaled by
+  // the ratio where the image shrinks) of floor((x + 0.5) * full / result).
+  // Its default filters are at most 6 wide at a ratio of 1; 4 per side, and
+  // one more for rounding, leaves room.
+  auto reach = [](int result, int full) {
+    const double ratio = double(result) / full;
+    return int(std::ceil(4.0 / std::min(1.0, ratio))) + 1;
+  };
+  auto first = [](int x, int result, int full) { return int(std::floor((x + 0.5) * full / result)); };
+  const int rx = reach(width_px, full_width), ry = reach(height_px, full_height);
+  Box window{first(part.x0, width_px, full_width) - rx, first(part.y0, height_px, full_height) - ry,
+             first(part.x1 - 1, width_px, full_width) + rx + 1, first(part.y1 - 1, height_px, full_height) + ry + 1};
+  return window.intersect(Box{0, 0, full_width, full_height});
+}
+
+namespace {
+
+// One float channel holding `data` of a width x height image.
+OIIO::ImageSpec data_window(const Box& data, int width, int height) {
+  OIIO::ImageSpec spec(data.width(), data.height(), 1, OIIO::TypeDesc::FLOAT);
+  spec.x = data.x0;
+  spec.y = data.y0;
+  spec.full_x = spec.full_y = 0;
+  spec.full_width = width;
+  spec.full_height = height;
+  return spec;
+}
+
+}  // namespace
+
+std::vector<float> resize_part(std::span<const float> window, const Box& window_box, int channels, int full_width,
+                               int full_height, int width_px, int height_px, const Box& part) {
+  if (window.size() != std::size_t(channels) * window_box.area())
+    fail("cannot resize a part: ", window.size(), " values for a window of ", window_box.width(), "x",
+         window_box.height(), " in ", channels, " channels");
+  if (!Box{0, 0, width_px, height_px}.contains(part) || part.empty())
+    fail("cannot resize a part: ", part.describe(), " is not inside ", width_px, "x", height_px);
+  if (!window_box.contains(resize_source_window(part, full_width, full_height, width_px, height_px)))
+    fail("cannot resize ", part.describe(), ": the window ", window_box.describe(), " misses pixels it needs");
+  std::vector<float> result(std::size_t(channels) * part.area());
+  for (int c = 0; c < channels; ++c) {
+    // The window as the data window of a full_width x full_height image, and
+    // the part as that of the result: the filter's positions and weights are
+    // those of the whole resize, and every tap it reads is inside the window
+    // or beyond the image's edge, where the edge is clamped as before.
+    OIIO::ImageBuf source(data_window(window_box, full_width, full_height),
+                          const_cast<float*>(window.data()) + c * std::size_t(window_box.area()));
+    OIIO::ImageBuf destination(data_window(part, width_px, height_px), result.data() + c * std::size_t(part.area()));
+    TESSERA_OIIO_CHECK(OIIO::ImageBufAlgo::resize(destination, source, "", 0.0f,
+                                                  OIIO::ROI(part.x0, part.x1, part.y0, part.y1)),
+                       destination, "cannot resize part " + part.describe() + " of an image");
+  }
+  return result;
+}
+
 Fit parse_fit(const std::string& text) {
   if (text == "crop") return Fit::crop;
   if (text == "pad") return Fit::pad;
