@@ -51,9 +51,20 @@ struct RenderInputs {
   std::vector<float> blend_weights;
   std::optional<Image> init_image;  // at the output size, for InitKind::image
   // InitKind::given: the whole planar image in the backbone's input domain
-  // (rank 0 only, like the other images).
+  // (rank 0 only, like the other images); or, where `start` is empty,
+  // `local_start`: this rank's owned pixels, in its tiles' order, each tile
+  // planar (the layout render_layout gives, as Renderer::local_image has).
   std::vector<float> start;
+  std::vector<float> local_start;
 };
+
+// The tiles a Renderer makes of a width x height image for these settings,
+// and the rank of each: the one place the render's layout is chosen.
+struct RenderLayout {
+  TileGrid grid;
+  RankMap ranks;
+};
+RenderLayout render_layout(const RenderSettings& settings, int width, int height, int rank_count);
 
 struct IterationReport {
   int iteration = 0;   // 1-based; iteration 1 is evaluated at the initial image
@@ -92,6 +103,9 @@ class Renderer {
   // The current image as the backbone sees it (planar, input domain), whole
   // on rank 0, empty elsewhere: a collective call.
   std::vector<float> input_image() const { return gather_whole(image_); }
+  // This rank's part of it: its tiles' owned pixels, in tile order, each
+  // tile planar.
+  std::vector<float> local_image() const;
 
   // --- checkpoints
   RenderState state() const;

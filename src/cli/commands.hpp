@@ -27,12 +27,4 @@ inline constexpr int kExitInterrupted = 130;  // as a shell reports SIGINT
 // single process otherwise.
 Communicator& process_communicator();
 
-// The folder `models import` writes to and `models list` reads by default:
-// $TESSERA_WEIGHTS_DIR, else ./models.
-std::string default_weights_folder();
-// Where a weights name ("vgg19") is looked for, in order: $TESSERA_WEIGHTS_DIR
-// alone when set; else ./models, then $XDG_DATA_HOME/tessera/models
-// (~/.local/share/tessera/models).
-std::vector<std::filesystem::path> weights_search_folders();
-
 }  // namespace tessera::cli

@@ -7,6 +7,7 @@
 #include <OpenImageIO/oiioversion.h>
 
 #include "cli/commands.hpp"
+#include "render/job/weights_lookup.hpp"
 #include "tessera/backend.hpp"
 #include "tessera/build_info.hpp"
 #include "tessera/error.hpp"
@@ -47,7 +48,7 @@ Command add_info_command(CLI::App& app) {
     fmt::print("HDF5: {}.{}.{} ({})\n", major, minor, release, flavour);
     fmt::print("OpenImageIO: {}\n", OIIO_VERSION_STRING);
     std::vector<std::string> folders;
-    for (const auto& folder : weights_search_folders()) folders.push_back(folder.string());
+    for (const auto& folder : job::weights_search_folders()) folders.push_back(folder.string());
     fmt::print("weights folders (searched in order; import writes to the first): {}\n", fmt::join(folders, ", "));
     return 0;
   };

@@ -7,12 +7,12 @@
 #include <cstdio>
 #include <exception>
 
-#include "cli/agreement.hpp"
 #include "cli/commands.hpp"
 #include "cli/signals.hpp"
 #include "cli/threads.hpp"
 #include "cli/usage_error.hpp"
 #include "comm/mpi_communicator.hpp"
+#include "render/job/agreement.hpp"
 #include "tessera/build_info.hpp"
 #include "tessera/error.hpp"
 
@@ -88,7 +88,7 @@ int main(int argc, char** argv) {
     }
     for (auto& [subcommand, run] : commands)
       if (subcommand->parsed()) return run();
-  } catch (const tessera::cli::AgreedFailure& e) {
+  } catch (const tessera::job::AgreedFailure& e) {
     // Every rank knows; each exits on its own, and one says why.
     auto& communicator = tessera::cli::process_communicator();
     if (e.speak())

@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "cli/commands.hpp"
+#include "render/job/weights_lookup.hpp"
 #include "tessera/error.hpp"
 #include "tessera/io/import.hpp"
 #include "tessera/io/weights_file.hpp"
@@ -13,21 +14,7 @@
 
 namespace tessera::cli {
 
-std::string default_weights_folder() {
-  const char* set = std::getenv("TESSERA_WEIGHTS_DIR");
-  return set && *set ? set : "models";
-}
-
-std::vector<std::filesystem::path> weights_search_folders() {
-  std::vector<std::filesystem::path> folders{default_weights_folder()};
-  const char* set = std::getenv("TESSERA_WEIGHTS_DIR");
-  if (set && *set) return folders;
-  const char* data_home = std::getenv("XDG_DATA_HOME");
-  const char* home = std::getenv("HOME");
-  if (data_home && *data_home) folders.push_back(std::filesystem::path(data_home) / "tessera" / "models");
-  else if (home && *home) folders.push_back(std::filesystem::path(home) / ".local" / "share" / "tessera" / "models");
-  return folders;
-}
+using job::default_weights_folder;
 
 namespace {
 

@@ -5,15 +5,11 @@
 
 #include <cmath>
 
+#include "render/job/job_log.hpp"
+
 namespace tessera::cli {
 
-std::string format_duration(double seconds) {
-  if (!std::isfinite(seconds) || seconds < 0) return "?";
-  long s = std::lround(seconds);
-  if (s < 60) return fmt::format("{}s", s);
-  if (s < 3600) return fmt::format("{}m{:02}s", s / 60, s % 60);
-  return fmt::format("{}h{:02}m", s / 3600, (s % 3600) / 60);
-}
+using job::format_duration;
 
 Progress::Progress(std::FILE* stream, int print_every, bool quiet)
     : stream_(stream), print_every_(print_every), quiet_(quiet), terminal_(isatty(fileno(stream)) != 0) {}

@@ -25,6 +25,4 @@ class Progress {
   int first_iteration_ = -1;  // the first this Progress was shown
 };
 
-std::string format_duration(double seconds);
-
 }  // namespace tessera::cli

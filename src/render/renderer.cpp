@@ -23,16 +23,9 @@ Renderer::Renderer(Backend& backend, Communicator& communicator, RenderSettings 
   if (root && inputs_.content.pixels.size() != 3 * std::size_t(width) * height)
     fail("internal: rank 0 needs the content image's pixels");
 
-  // The tile grid: boundaries on the total stride of the layers in use, the
-  // exact halo unless the user asked for a smaller one.
-  std::vector<std::string> layers = settings_.objective.layers();
-  for (const auto& layer : layers)
-    if (arch.index_of(layer) < 0) fail("model ", arch.name, " has no layer '", layer, "'");
-  TileGrid grid =
-      TileGrid::for_layers(arch, layers, width, height, settings_.tile_rows, settings_.tile_columns, settings_.halo_px);
-  auto ranks = RankMap::contiguous(int(grid.tiles.size()), communicator_.size());
-  objective_ = std::make_unique<TiledObjective>(backend_, arch, *inputs_.weights, std::move(grid), std::move(ranks),
-                                                settings_.objective, communicator_);
+  RenderLayout layout = render_layout(settings_, width, height, communicator_.size());
+  objective_ = std::make_unique<TiledObjective>(backend_, arch, *inputs_.weights, std::move(layout.grid),
+                                                std::move(layout.ranks), settings_.objective, communicator_);
   if (!settings_.objective.style_layers.empty()) {
     std::vector<StyleImage> styles;
     for (const auto& style : inputs_.styles)
@@ -52,9 +45,11 @@ Renderer::Renderer(Backend& backend, Communicator& communicator, RenderSettings 
                                           width, height, objective_->grown_boxes(), objective_->ranks()));
 
   // The starting image, made whole on rank 0 (the same on any rank count)
-  // and scattered: each rank keeps its tiles' owned pixels.
+  // and scattered: each rank keeps its tiles' owned pixels. A start given
+  // in parts is already where it belongs.
+  const bool given_in_parts = settings_.init == InitKind::given && !inputs_.local_start.empty();
   std::vector<float> start;
-  if (root) {
+  if (root && !given_in_parts) {
     switch (settings_.init) {
       case InitKind::content:
         start = to_input_domain(inputs_.content);
@@ -83,8 +78,13 @@ Renderer::Renderer(Backend& backend, Communicator& communicator, RenderSettings 
   }
   Shape local{int(objective_->local_elements()), 1, 1};
   image_ = backend_.allocate(local, Layout::planar, Backend::Contents::unset);
-  auto owned = scatter_boxes(communicator_, start, width, height, objective_->owned_boxes(), objective_->ranks());
+  std::vector<float> owned =
+      given_in_parts ? std::move(inputs_.local_start)
+                     : scatter_boxes(communicator_, start, width, height, objective_->owned_boxes(), objective_->ranks());
   start = {};
+  if (owned.size() != objective_->local_elements())
+    fail("internal: the start image has ", owned.size(), " values on rank ", communicator_.rank(), " for ",
+         objective_->local_elements());
   backend_.upload(owned, image_);
   gradient_ = backend_.allocate(local, Layout::planar, Backend::Contents::unset);
   inputs_.weights = nullptr;  // planned and targets set: the caller may free them
@@ -92,6 +92,7 @@ Renderer::Renderer(Backend& backend, Communicator& communicator, RenderSettings 
   // except the content where the original colours are put back at the end.
   inputs_.init_image.reset();
   inputs_.start = {};
+  inputs_.local_start = {};
   if (!settings_.original_colors) inputs_.content = Image();
 
   // Image units: the input domain's change for a change of 1 in every RGB
@@ -122,6 +123,19 @@ Renderer::Renderer(Backend& backend, Communicator& communicator, RenderSettings 
 }
 
 Renderer::~Renderer() = default;
+
+RenderLayout render_layout(const RenderSettings& settings, int width, int height, int rank_count) {
+  // Boundaries on the total stride of the layers in use, the exact halo
+  // unless the user asked for a smaller one.
+  const Architecture& arch = architecture(settings.model);
+  std::vector<std::string> layers = settings.objective.layers();
+  for (const auto& layer : layers)
+    if (arch.index_of(layer) < 0) fail("model ", arch.name, " has no layer '", layer, "'");
+  TileGrid grid =
+      TileGrid::for_layers(arch, layers, width, height, settings.tile_rows, settings.tile_columns, settings.halo_px);
+  RankMap ranks = RankMap::contiguous(int(grid.tiles.size()), rank_count);
+  return {std::move(grid), std::move(ranks)};
+}
 
 std::vector<float> Renderer::to_input_domain(const Image& rgb) const {
   std::vector<float> planar(rgb.pixels.size());
@@ -242,6 +256,12 @@ void Renderer::restore(const RenderState& state, const VectorSource& source) {
 std::vector<float> Renderer::gradient() {
   objective_->evaluate(image_, gradient_);
   return gather_whole(gradient_);
+}
+
+std::vector<float> Renderer::local_image() const {
+  std::vector<float> local(image_.elements());
+  backend_.download(image_, local);
+  return local;
 }
 
 Image Renderer::image() const {

@@ -234,6 +234,25 @@ TEST_F(Resume, MultiScaleStoppedInsideTheSecondScale) {
   EXPECT_LE(difference("part.exr", "whole.exr"), 1e-4);
 }
 
+// Between scales each rank upsamples the pixels its tiles own at the next
+// scale from the part of the image the filter reaches: three scales (uneven
+// ratios) on four ranks end on the same image as on one rank with the same
+// tiles, value for value, and as one whole tile within the tiled render's
+// tolerance. (ImageResize.InPartsEqualsTheWholeResize ties the parts to the
+// whole resize.)
+TEST_F(Resume, ScalesUpsampledInPartsAsOneRankDoes) {
+  const std::vector<std::string> settings = {"--size", "200", "--scales", "72,136", "--iterations", "8", "--init",
+                                             "content"};
+  for (auto [name, ranks, tiles] : {std::tuple{"one.exr", 1, "2x2"}, std::tuple{"four.exr", 4, "2x2"},
+                                    std::tuple{"whole.exr", 1, "1x1"}}) {
+    auto command = render(settings, ranks);
+    command.insert(command.end(), {"--tiles", tiles, "-o", name});
+    ASSERT_EQ(run(command), 0) << text("command.log");
+  }
+  EXPECT_EQ(difference("four.exr", "one.exr"), 0.0);
+  EXPECT_LE(difference("four.exr", "whole.exr"), 1e-4);
+}
+
 // A storm of SIGUSR1 (a checkpoint request each, as Slurm's --signal sends
 // one) on a render of 1 and 2 ranks: the render ends normally on the
 // uninterrupted render's image. Before the signals were taken on a thread

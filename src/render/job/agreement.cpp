@@ -1,6 +1,6 @@
-#include "cli/agreement.hpp"
+#include "render/job/agreement.hpp"
 
-namespace tessera::cli {
+namespace tessera::job {
 
 void settle_failures(Communicator& communicator, const std::string& failure) {
   const int size = communicator.size();
@@ -12,4 +12,4 @@ void settle_failures(Communicator& communicator, const std::string& failure) {
   throw AgreedFailure(failure, communicator.rank() == lowest);
 }
 
-}  // namespace tessera::cli
+}  // namespace tessera::job

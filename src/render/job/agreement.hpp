@@ -10,7 +10,7 @@
 #include "tessera/communicator.hpp"
 #include "tessera/error.hpp"
 
-namespace tessera::cli {
+namespace tessera::job {
 
 // Thrown on every rank once the ranks agree that one of them failed; only
 // the lowest failing rank says why (`speak`), and every rank then exits 1
@@ -45,4 +45,4 @@ auto agreed(Communicator& communicator, Work&& work) {
   return std::move(*result);
 }
 
-}  // namespace tessera::cli
+}  // namespace tessera::job

@@ -1,4 +1,4 @@
-#include "cli/imported_weights.hpp"
+#include "render/job/imported_weights.hpp"
 
 #include <fcntl.h>
 #include <sys/file.h>
@@ -19,7 +19,7 @@
 #include "tessera/io/import.hpp"
 #include "tessera/io/weights_file.hpp"
 
-namespace tessera::cli {
+namespace tessera::job {
 namespace fs = std::filesystem;
 
 namespace {
@@ -119,4 +119,4 @@ fs::path cached_import(const fs::path& source, const std::string& architecture, 
   return cached;
 }
 
-}  // namespace tessera::cli
+}  // namespace tessera::job

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-namespace tessera::cli {
+namespace tessera::job {
 
 // True when `weights` is not tessera's HDF5, so a render must import it
 // first: told by its first bytes, except that a file named .h5 is always
@@ -29,4 +29,4 @@ std::filesystem::path weights_cache_folder();
 std::filesystem::path cached_import(const std::filesystem::path& source, const std::string& architecture,
                                     std::vector<std::string>& notes);
 
-}  // namespace tessera::cli
+}  // namespace tessera::job

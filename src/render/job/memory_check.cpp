@@ -1,4 +1,4 @@
-#include "cli/memory_check.hpp"
+#include "render/job/memory_check.hpp"
 
 #include <fmt/format.h>
 
@@ -6,7 +6,7 @@
 #include <fstream>
 #include <sstream>
 
-namespace tessera::cli {
+namespace tessera::job {
 namespace {
 
 std::optional<double> read_number(const std::string& path) {
@@ -77,4 +77,4 @@ std::string memory_shortfall(double per_rank, int ranks_here, double available) 
                      who, available / GiB);
 }
 
-}  // namespace tessera::cli
+}  // namespace tessera::job

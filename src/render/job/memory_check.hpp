@@ -6,7 +6,7 @@
 #include <optional>
 #include <string>
 
-namespace tessera::cli {
+namespace tessera::job {
 
 // Bytes this process could still allocate: the kernel's MemAvailable, or
 // less where a cgroup (Slurm's, a container's) limits the process. Empty
@@ -21,4 +21,4 @@ int ranks_on_this_node();
 // need more than `available`; empty when they fit.
 std::string memory_shortfall(double per_rank, int ranks_here, double available);
 
-}  // namespace tessera::cli
+}  // namespace tessera::job

@@ -1,0 +1,162 @@
+#include "render/job/tile_choice.hpp"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "render/job/memory_check.hpp"
+#include "tessera/error.hpp"
+#include "tessera/model.hpp"
+#include "tessera/size.hpp"
+#include "tessera/tiling.hpp"
+
+namespace tessera::job {
+
+double rank_memory_needed(const RenderRequest& o, const RenderSettings& settings, int width, int height, int ranks) {
+  const Architecture& a = architecture(settings.model);
+  // Each scale starts a new optimiser, so L-BFGS holds no more pairs than
+  // the scale's iterations.
+  const int pairs = std::min(o.lbfgs_history, std::max(1, settings.iterations));
+  const int optimiser_vectors = o.optimizer == "adam" ? 2 : 2 * pairs + 2;
+  const int activation_bytes = o.precision == "bf16" ? 2 : 4;
+  const RenderLayout layout = render_layout(settings, width, height, ranks);
+  double needed = 0.0;
+  for (int r = 0; r < ranks; ++r)
+    needed = std::max(needed, estimate_rank_memory(a, settings.objective.content_layers,
+                                                   settings.objective.style_layers, layout.grid, layout.ranks, r,
+                                                   activation_bytes, optimiser_vectors)
+                                  .total());
+  return needed;
+}
+
+// The tile grid for one scale: one tile per rank unless the user chose a
+// grid (kept at every scale where it fits); more per rank when a memory
+// budget asks for it.
+void choose_tiles(const RenderRequest& o, RenderSettings& settings, int width, int height, int ranks,
+                  std::vector<std::string>& notes) {
+  const Architecture& a = architecture(settings.model);
+  std::vector<std::string> used = settings.objective.layers();
+  const auto [most_rows, most_columns] = TileGrid::most_tiles(a, used, width, height);
+  auto enough_for_ranks = [&](int rows, int columns) {
+    if (rows * columns < ranks)
+      fail("the image at ", width, "x", height, " holds at most ", most_rows, "x", most_columns, " tiles, fewer than ",
+           ranks, " ranks: use fewer ranks", o.scales != "1" && o.scales != "auto" ? " or fewer --scales" : "");
+  };
+  if (o.tiles != "auto") {
+    if (!o.memory_per_rank.empty()) fail("--memory-per-rank chooses the tiles: use it with --tiles auto");
+    parse_tile_grid(o.tiles, settings.tile_rows, settings.tile_columns);
+    if (settings.tile_rows > most_rows || settings.tile_columns > most_columns) {
+      int rows = std::min(settings.tile_rows, most_rows), columns = std::min(settings.tile_columns, most_columns);
+      notes.push_back(fmt::format("{}x{}: {}x{} tiles (--tiles {} does not fit at this size)", width, height, rows,
+                                  columns, o.tiles));
+      settings.tile_rows = rows;
+      settings.tile_columns = columns;
+    }
+    enough_for_ranks(settings.tile_rows, settings.tile_columns);
+    return;
+  }
+  const double budget = o.memory_per_rank.empty() ? 0.0 : parse_bytes(o.memory_per_rank);
+  double needed = 0.0;
+  for (int per_rank = 1; per_rank <= 4096; per_rank *= 2) {
+    // rows x columns = ranks x per_rank, as square as the image allows.
+    const int tiles = ranks * per_rank;
+    int rows = 1;
+    for (int r = 1; r * r <= tiles; ++r)
+      if (tiles % r == 0) rows = r;
+    int columns = tiles / rows;
+    if (height > width) std::swap(rows, columns);
+    if (rows > most_rows || columns > most_columns) {
+      if (per_rank == 1) enough_for_ranks(0, 0);
+      break;
+    }
+    settings.tile_rows = rows;
+    settings.tile_columns = columns;
+    if (budget == 0.0) return;
+    needed = rank_memory_needed(o, settings, width, height, ranks);
+    if (needed <= budget) {
+      notes.push_back(fmt::format("{}x{}: {}x{} tiles for --memory-per-rank {}: about {:.1f} GiB per rank (estimate)",
+                                  width, height, rows, columns, o.memory_per_rank, needed / (1u << 30)));
+      return;
+    }
+  }
+  fail("the render does not fit in --memory-per-rank ", o.memory_per_rank, " with as many tiles as the image holds (",
+       settings.tile_rows, "x", settings.tile_columns, " need about ", fmt::format("{:.1f}", needed / (1u << 30)),
+       " GiB per rank): give more memory, more ranks, --precision bf16, or --optimizer adam");
+}
+
+// Before the first scale: the tiles and memory of every scale (shown with
+// --dry-run), and one warning where the largest does not fit in the memory
+// this machine has free. A --memory-per-rank budget is the user's own word
+// on memory and is not second-guessed.
+void check_memory(const RenderRequest& o, const RenderSettings& settings, const std::vector<Scale>& scales, int ranks,
+                  bool show) {
+  double largest = 0.0;
+  for (std::size_t s = 0; s < scales.size(); ++s) {
+    RenderSettings scale_settings = settings;
+    scale_settings.iterations = scales[s].iterations;
+    std::vector<std::string> unused;
+    choose_tiles(o, scale_settings, scales[s].width, scales[s].height, ranks, unused);
+    const double needed = rank_memory_needed(o, scale_settings, scales[s].width, scales[s].height, ranks);
+    largest = std::max(largest, needed);
+    if (show)
+      spdlog::info("scale {} of {}: {}x{}, {} iterations, {}x{} tiles on {} rank(s), about {:.2f} GiB per rank "
+                   "(estimate)",
+                   s + 1, scales.size(), scales[s].width, scales[s].height, scales[s].iterations,
+                   scale_settings.tile_rows, scale_settings.tile_columns, ranks, needed / (1u << 30));
+  }
+  if (!o.memory_per_rank.empty()) return;
+  auto available = available_memory_bytes();
+  if (!available) return;
+  if (auto warning = memory_shortfall(largest, ranks_on_this_node(), *available); !warning.empty())
+    spdlog::warn("{}", warning);
+}
+
+// A halo below the rule's is an approximation: its error measured on a crop
+// of the content image (the gradient at the start, 2x2 tiles with that halo
+// against one exact tile), in one process on rank 0, before the render.
+std::string measure_halo_error(Backend& backend, const RenderSettings& settings, const WeightSet& weights,
+                               const RenderInputs& inputs) {
+  const Architecture& a = architecture(settings.model);
+  std::vector<std::string> used = settings.objective.layers();
+  const int width = inputs.content.width, height = inputs.content.height;
+  int stride = total_stride_for(a, used), exact = halo_width_for(a, used);
+  int side = 2 * (exact + 2 * stride);  // two tiles, each larger than the exact halo
+  int crop_w = std::min(width, side), crop_h = std::min(height, side);
+  Image crop(crop_w, crop_h);
+  for (int c = 0; c < 3; ++c)
+    for (int y = 0; y < crop_h; ++y)
+      for (int x = 0; x < crop_w; ++x) crop.at(c, y, x) = inputs.content.at(c, y, x);
+  auto gradient_on_crop = [&](int rows, int columns, int halo) {
+    RenderSettings probe = settings;
+    probe.tile_rows = rows;
+    probe.tile_columns = columns;
+    probe.halo_px = halo;
+    probe.init = settings.init == InitKind::random ? InitKind::random : InitKind::content;
+    RenderInputs crop_inputs;
+    crop_inputs.weights = &weights;
+    crop_inputs.content = crop;
+    crop_inputs.styles = inputs.styles;
+    crop_inputs.blend_weights = inputs.blend_weights;
+    SingleProcess alone;
+    Renderer probe_renderer(backend, alone, probe, std::move(crop_inputs));
+    return probe_renderer.gradient();
+  };
+  try {
+    auto reference = gradient_on_crop(1, 1, -1);
+    auto approximate = gradient_on_crop(2, 2, settings.halo_px);
+    double largest = 0.0, worst = 0.0;
+    for (std::size_t i = 0; i < reference.size(); ++i) {
+      largest = std::max(largest, double(std::abs(reference[i])));
+      worst = std::max(worst, double(std::abs(reference[i] - approximate[i])));
+    }
+    return fmt::format("halo {} px (exact: {} px): on a {}x{} crop in 2x2 tiles the gradient is off by up to {:.2g} % "
+                       "of its largest value",
+                       settings.halo_px, exact, crop_w, crop_h, largest > 0 ? 100.0 * worst / largest : 0.0);
+  } catch (const Error& e) {
+    return fmt::format("halo {} px: its error could not be measured ({})", settings.halo_px, e.what());
+  }
+}
+
+}  // namespace tessera::job

@@ -1,0 +1,37 @@
+// The tiles of each scale and the memory they need: one tile per rank unless
+// the user chose a grid, more per rank where --memory-per-rank asks for it.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "tessera/backend.hpp"
+#include "tessera/render.hpp"
+#include "tessera/render_job.hpp"
+#include "tessera/scales.hpp"
+#include "tessera/weights.hpp"
+
+namespace tessera::job {
+
+// The most memory one rank needs (estimate, bytes) for the tile grid in
+// `settings` at this size.
+double rank_memory_needed(const RenderRequest& o, const RenderSettings& settings, int width, int height, int ranks);
+
+// Sets settings' tile grid for one scale; what differs from the request is
+// added to `notes`. Throws tessera::Error where no grid fits the ranks or
+// the memory budget.
+void choose_tiles(const RenderRequest& o, RenderSettings& settings, int width, int height, int ranks,
+                  std::vector<std::string>& notes);
+
+// Before the first scale: the tiles and memory of every scale (logged when
+// `show`), and one warning where the largest does not fit in the memory
+// this machine has free.
+void check_memory(const RenderRequest& o, const RenderSettings& settings, const std::vector<Scale>& scales, int ranks,
+                  bool show);
+
+// A halo below the rule's is an approximation: its error, measured on a
+// crop of the content image, as a line for the log.
+std::string measure_halo_error(Backend& backend, const RenderSettings& settings, const WeightSet& weights,
+                               const RenderInputs& inputs);
+
+}  // namespace tessera::job
