@@ -12,28 +12,24 @@
 //  * "accumulate" arguments add into the output instead of overwriting it.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "tessera/box.hpp"
 #include "tessera/model.hpp"
 #include "tessera/tensor.hpp"
 #include "tessera/weights.hpp"
 
 namespace tessera {
 
-// A window of a feature map (or image) in that map's own coordinates: the
-// positions whose statistics count. Tiled renders count only owned positions.
-struct Window {
-  int y = 0;
-  int x = 0;
-  int height = 0;
-  int width = 0;
-  static Window whole(const Shape& shape) { return {0, 0, shape.height, shape.width}; }
-  std::size_t area() const { return std::size_t(height) * width; }
-};
+// Windows of a feature map (or image) are boxes in that map's own
+// coordinates: the positions whose statistics count. Tiled renders count
+// only owned positions.
+inline Box whole_map(const Shape& shape) { return {0, 0, shape.width, shape.height}; }
 
 // A convolution with its ReLU fused: out = relu(conv(in) + bias).
 class ConvolutionLayer {
@@ -58,20 +54,37 @@ class PoolingLayer {
 };
 
 // Gram statistics of one feature map shape: G = scale * F_w F_w^T over the
-// positions in a window, and its adjoint.
+// positions in a window, and its adjoint. The public calls check their
+// arguments against the planned shape, then hand over to the backend's
+// implementation.
 class GramOperator {
  public:
   virtual ~GramOperator() = default;
   // gram: planar C x C (Shape{1, C, C}).
-  virtual void forward(const Tensor& features, const Window& window, float scale, Tensor& gram) = 0;
+  void forward(const Tensor& features, const Box& window, float scale, Tensor& gram);
   // The same, computed so that the result depends only on the window's
   // values and size, never on where it lies in the map or the map's width
   // (the window is first copied to a buffer of its own): the blocks of a
   // tiled render then give the same partial sums in any decomposition.
-  virtual void forward_contiguous(const Tensor& features, const Window& window, float scale, Tensor& gram) = 0;
+  void forward_contiguous(const Tensor& features, const Box& window, float scale, Tensor& gram);
   // grad_features[window] += scale * D F[window], for a symmetric D.
-  virtual void backward(const Tensor& features, const Window& window, const Tensor& d, float scale,
-                        Tensor& grad_features) = 0;
+  void backward(const Tensor& features, const Box& window, const Tensor& d, float scale, Tensor& grad_features);
+
+ protected:
+  // The features' shape and element type this operator is planned for.
+  GramOperator(Shape features, DataType type) : shape_(features), type_(type) {}
+  const Shape& shape() const { return shape_; }
+  DataType type() const { return type_; }
+
+ private:
+  void check(const Tensor& features, const Box& window, const Tensor& square) const;
+  virtual void do_forward(const Tensor& features, const Box& window, float scale, Tensor& gram) = 0;
+  virtual void do_forward_contiguous(const Tensor& features, const Box& window, float scale, Tensor& gram) = 0;
+  virtual void do_backward(const Tensor& features, const Box& window, const Tensor& d, float scale,
+                           Tensor& grad_features) = 0;
+
+  Shape shape_;
+  DataType type_;
 };
 
 struct AdamState {
@@ -95,6 +108,12 @@ Precision parse_precision(const std::string& text);  // "f32" | "bf16", else tes
 bool poison_unset_buffers();
 const char* precision_name(Precision precision);
 
+// Every operation's public call is the same for every backend: it checks
+// its arguments (sizes, element types, layouts, windows inside their maps)
+// once, here, and hands over to the backend's private do_ function, as
+// ggml's dispatcher does; a backend never sees a call the interface refuses.
+// Allocation bookkeeping (the peak) and the weights' fingerprint are shared
+// too.
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -114,60 +133,97 @@ class Backend {
   // With TESSERA_POISON_BUFFERS=1 (the tests set it) unset buffers are filled
   // with NaN, so that a read before a write shows in a result.
   enum class Contents { zeros, unset };
-  virtual Tensor allocate(Shape shape, Layout layout, Contents contents) = 0;
+  Tensor allocate(Shape shape, Layout layout, Contents contents);
   Tensor allocate(Shape shape, Layout layout) { return allocate(shape, layout, Contents::zeros); }
   // Host data is always planar C x H x W.
-  virtual void upload(std::span<const float> host, Tensor& tensor) = 0;
-  virtual void download(const Tensor& tensor, std::span<float> host) = 0;
+  void upload(std::span<const float> host, Tensor& tensor);
+  void download(const Tensor& tensor, std::span<float> host);
   // Peak bytes this backend allocated on its device.
-  virtual std::size_t peak_device_bytes() const = 0;
+  std::size_t peak_device_bytes() const { return peak_bytes_.load(); }
 
   // --- layers, planned once per input shape
-  virtual std::unique_ptr<ConvolutionLayer> plan_convolution(const LayerSpec& spec,
-                                                             const ConvWeights& weights,
-                                                             Shape input, Layout input_layout) = 0;
-  virtual std::unique_ptr<PoolingLayer> plan_pooling(const LayerSpec& spec, Pooling pooling,
-                                                     Shape input) = 0;
-  virtual std::unique_ptr<GramOperator> plan_gram(Shape features) = 0;
+  std::unique_ptr<ConvolutionLayer> plan_convolution(const LayerSpec& spec, const ConvWeights& weights, Shape input,
+                                                     Layout input_layout);
+  std::unique_ptr<PoolingLayer> plan_pooling(const LayerSpec& spec, Pooling pooling, Shape input);
+  std::unique_ptr<GramOperator> plan_gram(Shape features);
   // Converts between planar and feature layouts (same shape).
-  virtual void convert(const Tensor& source, Tensor& destination) = 0;
+  void convert(const Tensor& source, Tensor& destination);
 
   // --- losses (sums in double; gradients accumulate)
   // sum over the window of (a - b)^2; grad_a[window] += grad_scale * (a - b).
-  virtual double squared_distance(const Tensor& a, const Tensor& b, const Window& window,
-                                  float grad_scale, Tensor* grad_a) = 0;
+  double squared_distance(const Tensor& a, const Tensor& b, const Box& window, float grad_scale, Tensor* grad_a);
   // sum over the window of |a| (any layout, f32 or bf16): a feature
   // gradient's L1 norm over a tile's owned positions.
-  virtual double window_sum_abs(const Tensor& a, const Window& window) = 0;
+  double window_sum_abs(const Tensor& a, const Box& window);
   // Total variation: 0.5 * weight * sum over the (H-1) x (W-1) grid of squared
   // right and down differences; its gradient (from every cell) is added to
   // grad. The value counts only the cells whose top-left pixel lies in
   // `counted` (a tile's owned pixels).
-  virtual double total_variation(const Tensor& image, float weight, Tensor& grad, const Window& counted) = 0;
+  double total_variation(const Tensor& image, float weight, Tensor& grad, const Box& counted);
   double total_variation(const Tensor& image, float weight, Tensor& grad) {
-    return total_variation(image, weight, grad, Window::whole(image.shape()));
+    return total_variation(image, weight, grad, whole_map(image.shape()));
   }
   // Planar images: copies source[window] into destination with its top-left
   // corner at (x, y). Same channel count.
-  virtual void copy_window(const Tensor& source, const Window& window, Tensor& destination, int x, int y) = 0;
+  void copy_window(const Tensor& source, const Box& window, Tensor& destination, int x, int y);
 
   // --- vectors (any layout; element-wise over all elements)
-  virtual double dot(const Tensor& a, const Tensor& b) = 0;
-  virtual double sum_abs(const Tensor& a) = 0;
-  virtual double max_abs(const Tensor& a) = 0;
-  virtual void fill(Tensor& a, float value) = 0;
-  virtual void copy(const Tensor& source, Tensor& destination) = 0;
-  virtual void scale(Tensor& a, float factor) = 0;
-  virtual void axpy(float alpha, const Tensor& x, Tensor& y) = 0;  // y += alpha x
+  double dot(const Tensor& a, const Tensor& b);
+  double sum_abs(const Tensor& a);
+  double max_abs(const Tensor& a);
+  void fill(Tensor& a, float value);
+  void copy(const Tensor& source, Tensor& destination);
+  void scale(Tensor& a, float factor);
+  void axpy(float alpha, const Tensor& x, Tensor& y);  // y += alpha x
   // d = a - b
-  virtual void subtract(const Tensor& a, const Tensor& b, Tensor& d) = 0;
+  void subtract(const Tensor& a, const Tensor& b, Tensor& d);
   // sum[i] += values[i] in double, in element order (host memory for sum).
-  virtual void accumulate_double(const Tensor& values, std::span<double> sum) = 0;
+  void accumulate_double(const Tensor& values, std::span<double> sum);
   // values[i] = float(sum[i]).
-  virtual void assign_from_double(std::span<const double> sum, Tensor& values) = 0;
+  void assign_from_double(std::span<const double> sum, Tensor& values);
   // One Adam step on x with gradient g and moments m, v (all planar, same size).
-  virtual void adam_update(Tensor& x, const Tensor& g, Tensor& m, Tensor& v,
-                           const AdamState& state) = 0;
+  void adam_update(Tensor& x, const Tensor& g, Tensor& m, Tensor& v, const AdamState& state);
+
+ protected:
+  // The backends' device allocations: each counts its bytes in when made and
+  // out when freed, and the peak follows.
+  void count_allocated(std::size_t bytes);
+  void count_freed(std::size_t bytes) { current_bytes_.fetch_sub(bytes); }
+  std::size_t allocated_bytes() const { return current_bytes_.load(); }
+  // FNV-1a over a convolution's weight values: the backends' caches of
+  // reordered or uploaded weights are keyed by it, so that two networks
+  // planned from the same values share one copy and reused host memory is
+  // never mistaken for the weights it once held.
+  static std::uint64_t fingerprint(std::span<const float> values);
+
+ private:
+  virtual Tensor do_allocate(Shape shape, Layout layout, Contents contents) = 0;
+  virtual void do_upload(std::span<const float> host, Tensor& tensor) = 0;
+  virtual void do_download(const Tensor& tensor, std::span<float> host) = 0;
+  virtual std::unique_ptr<ConvolutionLayer> do_plan_convolution(const LayerSpec& spec, const ConvWeights& weights,
+                                                                Shape input, Layout input_layout) = 0;
+  virtual std::unique_ptr<PoolingLayer> do_plan_pooling(const LayerSpec& spec, Pooling pooling, Shape input) = 0;
+  virtual std::unique_ptr<GramOperator> do_plan_gram(Shape features) = 0;
+  virtual void do_convert(const Tensor& source, Tensor& destination) = 0;
+  virtual double do_squared_distance(const Tensor& a, const Tensor& b, const Box& window, float grad_scale,
+                                     Tensor* grad_a) = 0;
+  virtual double do_window_sum_abs(const Tensor& a, const Box& window) = 0;
+  virtual double do_total_variation(const Tensor& image, float weight, Tensor& grad, const Box& counted) = 0;
+  virtual void do_copy_window(const Tensor& source, const Box& window, Tensor& destination, int x, int y) = 0;
+  virtual double do_dot(const Tensor& a, const Tensor& b) = 0;
+  virtual double do_sum_abs(const Tensor& a) = 0;
+  virtual double do_max_abs(const Tensor& a) = 0;
+  virtual void do_fill(Tensor& a, float value) = 0;
+  virtual void do_copy(const Tensor& source, Tensor& destination) = 0;
+  virtual void do_scale(Tensor& a, float factor) = 0;
+  virtual void do_axpy(float alpha, const Tensor& x, Tensor& y) = 0;
+  virtual void do_subtract(const Tensor& a, const Tensor& b, Tensor& d) = 0;
+  virtual void do_accumulate_double(const Tensor& values, std::span<double> sum) = 0;
+  virtual void do_assign_from_double(std::span<const double> sum, Tensor& values) = 0;
+  virtual void do_adam_update(Tensor& x, const Tensor& g, Tensor& m, Tensor& v, const AdamState& state) = 0;
+
+  std::atomic<std::size_t> current_bytes_{0};
+  std::atomic<std::size_t> peak_bytes_{0};
 };
 
 // The backends compiled into this build ("cpu", and "cuda" when built with it).

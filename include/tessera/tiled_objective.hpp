@@ -88,7 +88,7 @@ class TiledObjective {
   // A box of the image (on the block grid) as a window of a tile's feature
   // map at this stride: the positions q whose pixel q * stride lies in the
   // box, clipped to the whole image's map.
-  Window features_of(const Box& box, const LocalTile& tile, int stride, const MapSize& global) const;
+  Box features_of(const Box& box, const LocalTile& tile, int stride, const MapSize& global) const;
   // With normalised gradients: the global L1 norm of each content, then
   // style, term's feature gradient at these scales.
   std::vector<double> feature_gradient_norms(const std::vector<double>& content_scale,

@@ -7,26 +7,11 @@
 #include <utility>
 #include <vector>
 
+#include "tessera/box.hpp"
 #include "tessera/model.hpp"
 #include "tessera/rank_map.hpp"
 
 namespace tessera {
-
-// Half-open box [x0, x1) x [y0, y1) in image pixels.
-struct Box {
-  int x0 = 0, y0 = 0, x1 = 0, y1 = 0;
-
-  int width() const { return x1 - x0; }
-  int height() const { return y1 - y0; }
-  long long area() const { return empty() ? 0 : (long long)width() * height(); }
-  bool empty() const { return x1 <= x0 || y1 <= y0; }
-  Box grow(int by) const { return {x0 - by, y0 - by, x1 + by, y1 + by}; }
-  Box intersect(const Box& o) const;
-  Box shift(int dx, int dy) const { return {x0 + dx, y0 + dy, x1 + dx, y1 + dy}; }
-  bool contains(const Box& o) const { return o.x0 >= x0 && o.y0 >= y0 && o.x1 <= x1 && o.y1 <= y1; }
-  bool operator==(const Box&) const = default;
-  std::string describe() const;
-};
 
 struct Tile {
   int index = 0;  // row-major in the grid
@@ -96,9 +81,8 @@ int render_halo_for(const Architecture& arch, const std::vector<std::string>& la
 // image's right or bottom edge take the rest of the whole map (ceil-rounded
 // pools). Grown boxes start on the stride grid, so local position = global
 // position - grown origin / stride.
-struct Window;
-Window feature_window(const Box& box, const Box& grown, int stride, int whole_map_height, int whole_map_width,
-                      int image_width, int image_height);
+Box feature_window(const Box& box, const Box& grown, int stride, int whole_map_height, int whole_map_width,
+                   int image_width, int image_height);
 
 // Parses "2x3" (rows x columns); throws tessera::Error otherwise.
 void parse_tile_grid(const std::string& text, int& rows, int& columns);

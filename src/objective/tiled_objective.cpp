@@ -42,9 +42,8 @@ struct TiledObjective::HaloItem {
 
 namespace {
 
-Window window_in(const Box& box, const Box& frame) {
-  return {box.y0 - frame.y0, box.x0 - frame.x0, box.height(), box.width()};
-}
+// `box` in the coordinates of `frame` (a tile's grown or owned box).
+Box window_in(const Box& box, const Box& frame) { return box.shift(-frame.x0, -frame.y0); }
 
 // The objective's formulas (DESIGN.md section 1), each written once; `map`
 // is a layer's whole feature map: C channels, N = H x W positions.
@@ -315,23 +314,23 @@ void TiledObjective::fill_halos(const Tensor& local_image) {
   for (auto& item : halo_) {
     if (item.kind == HaloItem::send) continue;
     auto& to = tiles_[item.to_local];
-    Window destination = window_in(item.box, to.tile.grown);
+    Box destination = window_in(item.box, to.tile.grown);
     if (item.kind == HaloItem::local_copy) {
       const auto& from = tiles_[item.from_local].tile;
       backend_.copy_window(owned_slice(item.from_local), window_in(item.box, from.owned), to.grown_image,
-                           destination.x, destination.y);
+                           destination.x0, destination.y0);
     } else {
       auto peer = std::find(receive_peers_.begin(), receive_peers_.end(), item.peer) - receive_peers_.begin();
       backend_.upload(std::span<const float>(receive_buffers_[peer].data() + item.buffer_offset,
                                              item.staging.elements()),
                       item.staging);
-      backend_.copy_window(item.staging, Window::whole(item.staging.shape()), to.grown_image, destination.x,
-                           destination.y);
+      backend_.copy_window(item.staging, whole_map(item.staging.shape()), to.grown_image, destination.x0,
+                           destination.y0);
     }
   }
 }
 
-Window TiledObjective::features_of(const Box& box, const LocalTile& t, int stride, const MapSize& global) const {
+Box TiledObjective::features_of(const Box& box, const LocalTile& t, int stride, const MapSize& global) const {
   return feature_window(box, t.tile.grown, stride, global.height, global.width, grid_.width, grid_.height);
 }
 
@@ -356,7 +355,7 @@ LossTerms TiledObjective::evaluate(const Tensor& local_image, Tensor& local_grad
     forward_tile(i);
     for (std::size_t c = 0; c < t.planned->content_taps.size(); ++c) {
       const auto& global = global_content_[c];
-      Window owned = features_of(t.tile.owned, t, content_stride_[c], global);
+      Box owned = features_of(t.tile.owned, t, content_stride_[c], global);
       if (owned.area() == 0) continue;
       content_sum += content_loss(settings_.content_weight, global,
                                   backend_.squared_distance(net.features(t.planned->content_taps[c]),
@@ -371,7 +370,7 @@ LossTerms TiledObjective::evaluate(const Tensor& local_image, Tensor& local_grad
       const float normaliser = gram_normaliser(global);
       std::span<double> sum(gram_sums_.data() + gram_offsets_[l], grams_[l].elements());
       for (const Box& block : t.blocks) {
-        Window window = features_of(block, t, style_stride_[l], global);
+        Box window = features_of(block, t, style_stride_[l], global);
         if (window.area() == 0) continue;
         t.planned->grams[l]->forward_contiguous(net.features(t.planned->style_taps[l]), window, normaliser,
                                                 scratch_[l]);
@@ -426,16 +425,16 @@ LossTerms TiledObjective::evaluate(const Tensor& local_image, Tensor& local_grad
     net.clear_feature_gradients();
     for (std::size_t c = 0; c < t.planned->content_taps.size(); ++c) {
       int tap = t.planned->content_taps[c];
-      backend_.squared_distance(net.features(tap), t.content_targets[c], Window::whole(net.tap_shape(tap)),
+      backend_.squared_distance(net.features(tap), t.content_targets[c], whole_map(net.tap_shape(tap)),
                                 float(content_scale[c]), &net.feature_gradient(tap));
     }
     for (std::size_t l = 0; l < t.planned->style_taps.size(); ++l) {
       int tap = t.planned->style_taps[l];
-      t.planned->grams[l]->backward(net.features(tap), Window::whole(net.tap_shape(tap)), differences_[l],
+      t.planned->grams[l]->backward(net.features(tap), whole_map(net.tap_shape(tap)), differences_[l],
                                     float(style_scale[l]), net.feature_gradient(tap));
     }
     net.backward(t.grown_gradient);
-    Window owned = window_in(t.tile.owned, t.tile.grown);
+    Box owned = window_in(t.tile.owned, t.tile.grown);
     backend_.total_variation(t.grown_image, settings_.tv_weight, t.grown_gradient, owned);
     Tensor gradient_slice = local_gradient.slice(t.offset, {3, t.tile.owned.height(), t.tile.owned.width()});
     backend_.copy_window(t.grown_gradient, owned, gradient_slice, 0, 0);
@@ -455,7 +454,7 @@ std::vector<double> TiledObjective::feature_gradient_norms(const std::vector<dou
     Network& net = *t.planned->network;
     forward_tile(i);
     for (std::size_t c = 0; c < t.planned->content_taps.size(); ++c) {
-      Window owned = features_of(t.tile.owned, t, content_stride_[c], global_content_[c]);
+      Box owned = features_of(t.tile.owned, t, content_stride_[c], global_content_[c]);
       if (owned.area() == 0) continue;
       int tap = t.planned->content_taps[c];
       Tensor& scratch = net.feature_gradient(tap);
@@ -464,7 +463,7 @@ std::vector<double> TiledObjective::feature_gradient_norms(const std::vector<dou
       norms[c] += backend_.window_sum_abs(scratch, owned);
     }
     for (std::size_t l = 0; l < t.planned->style_taps.size(); ++l) {
-      Window owned = features_of(t.tile.owned, t, style_stride_[l], global_style_[l]);
+      Box owned = features_of(t.tile.owned, t, style_stride_[l], global_style_[l]);
       if (owned.area() == 0) continue;
       int tap = t.planned->style_taps[l];
       Tensor& scratch = net.feature_gradient(tap);
@@ -555,7 +554,7 @@ StyleTargets tiled_style_targets(Backend& backend, const Architecture& arch, con
         std::span<double> sum(sums.data() + offsets[l], partial.elements());
         for (const Box& block_box : grid.blocks()) {
           if (!tile.owned.contains(block_box)) continue;
-          Window window = feature_window(block_box, g, layer_stride[l], size.height, size.width, style.width,
+          Box window = feature_window(block_box, g, layer_stride[l], size.height, size.width, style.width,
                                          style.height);
           if (window.area() == 0) continue;
           gram->forward_contiguous(network->features(tap), window, normaliser, partial);

@@ -1,24 +1,11 @@
 #include <algorithm>
 #include <charconv>
-#include <sstream>
 
 #include "tessera/backend.hpp"
 #include "tessera/error.hpp"
 #include "tessera/tiling.hpp"
 
 namespace tessera {
-
-Box Box::intersect(const Box& o) const {
-  Box b{std::max(x0, o.x0), std::max(y0, o.y0), std::min(x1, o.x1), std::min(y1, o.y1)};
-  if (b.empty()) return {};
-  return b;
-}
-
-std::string Box::describe() const {
-  std::ostringstream text;
-  text << "x [" << x0 << "," << x1 << ") y [" << y0 << "," << y1 << ")";
-  return text.str();
-}
 
 namespace {
 
@@ -113,12 +100,12 @@ int render_halo_for(const Architecture& arch, const std::vector<std::string>& la
   return (requested_px + stride - 1) / stride * stride;
 }
 
-Window feature_window(const Box& box, const Box& grown, int stride, int whole_map_height, int whole_map_width,
-                      int image_width, int image_height) {
+Box feature_window(const Box& box, const Box& grown, int stride, int whole_map_height, int whole_map_width,
+                   int image_width, int image_height) {
   int x0 = std::min(box.x0 / stride, whole_map_width), y0 = std::min(box.y0 / stride, whole_map_height);
   int x1 = box.x1 == image_width ? whole_map_width : std::min(box.x1 / stride, whole_map_width);
   int y1 = box.y1 == image_height ? whole_map_height : std::min(box.y1 / stride, whole_map_height);
-  return {y0 - grown.y0 / stride, x0 - grown.x0 / stride, y1 - y0, x1 - x0};
+  return Box::at(x0 - grown.x0 / stride, y0 - grown.y0 / stride, x1 - x0, y1 - y0);
 }
 
 void parse_tile_grid(const std::string& text, int& rows, int& columns) {

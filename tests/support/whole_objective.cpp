@@ -65,7 +65,7 @@ StyleTargets whole_image_style_targets(Backend& backend, const Architecture& arc
       }
       auto gram_op = backend.plan_gram(features);
       float normaliser = 1.0f / float(double(features.channels) * features.plane());
-      gram_op->forward(network.features(tap), Window::whole(features), normaliser, scratch[l]);
+      gram_op->forward(network.features(tap), whole_map(features), normaliser, scratch[l]);
       backend.axpy(float(blend[k]), scratch[l], targets.grams[l]);
     }
   }
@@ -100,7 +100,7 @@ LossTerms WholeObjective::compute(const Tensor& image, Tensor* gradient) {
     Shape shape = network_->tap_shape(tap);
     double n = double(shape.elements());
     float grad_scale = float(2.0 * settings_.content_weight / n);
-    double sum = backend_.squared_distance(network_->features(tap), content_targets_[i], Window::whole(shape),
+    double sum = backend_.squared_distance(network_->features(tap), content_targets_[i], whole_map(shape),
                                            grad_scale, gradient ? &network_->feature_gradient(tap) : nullptr);
     losses.content += settings_.content_weight * sum / n;
   }
@@ -110,7 +110,7 @@ LossTerms WholeObjective::compute(const Tensor& image, Tensor* gradient) {
   for (std::size_t l = 0; l < style_taps_.size(); ++l) {
     Shape shape = network_->tap_shape(style_taps_[l]);
     float normaliser = float(1.0 / (double(shape.channels) * shape.plane()));
-    gram_ops_[l]->forward(network_->features(style_taps_[l]), Window::whole(shape), normaliser, grams_[l]);
+    gram_ops_[l]->forward(network_->features(style_taps_[l]), whole_map(shape), normaliser, grams_[l]);
   }
   if (communicator_.size() > 1)
     for (auto& gram : grams_) communicator_.sum(std::span<float>(gram.data(), gram.elements()));
@@ -126,7 +126,7 @@ LossTerms WholeObjective::compute(const Tensor& image, Tensor* gradient) {
       // dE/dG = 2 w D / C^2, and through the (symmetric) Gram:
       // dE/dF = 2 dE/dG F / (C N) = 4 w D F / (C^3 N).
       float scale = float(4.0 * settings_.style_weight / (c * c * c * double(shape.plane())));
-      gram_ops_[l]->backward(network_->features(tap), Window::whole(shape), differences_[l], scale,
+      gram_ops_[l]->backward(network_->features(tap), whole_map(shape), differences_[l], scale,
                              network_->feature_gradient(tap));
     }
   }

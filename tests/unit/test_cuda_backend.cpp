@@ -264,9 +264,9 @@ TEST_P(CudaAgainstCpu, GramForwardContiguousAndBackwardAgree) {
   for (std::size_t i = 0; i < std::size_t(shape.channels); ++i)  // D symmetric
     for (std::size_t j = 0; j < i; ++j) d_values[i * shape.channels + j] = d_values[j * shape.channels + i];
   const Shape square{1, shape.channels, shape.channels};
-  for (Window window : {Window::whole(shape), Window{0, 0, 5, shape.width}, Window{3, 2, 7, 9}}) {
-    SCOPED_TRACE("window " + std::to_string(window.x) + "," + std::to_string(window.y) + " " +
-                 std::to_string(window.width) + "x" + std::to_string(window.height));
+  for (Box window : {whole_map(shape), Box::at(0, 0, shape.width, 5), Box::at(2, 3, 9, 7)}) {
+    SCOPED_TRACE("window " + std::to_string(window.x0) + "," + std::to_string(window.y0) + " " +
+                 std::to_string(window.width()) + "x" + std::to_string(window.height()));
     const float scale = 1.0f / float(shape.channels * window.area());
     std::vector<float> results[2][3];  // gram, contiguous gram, grad_features
     Backend* backends[2] = {cpu.get(), gpu.get()};
@@ -293,7 +293,7 @@ TEST_P(CudaAgainstCpu, GramForwardContiguousAndBackwardAgree) {
     auto untouched = get(*cpu, make(*cpu, shape, Layout::features, grad_start));
     for (int y = 0; y < shape.height; ++y)
       for (int x = 0; x < shape.width; ++x) {
-        bool inside = y >= window.y && y < window.y + window.height && x >= window.x && x < window.x + window.width;
+        bool inside = y >= window.y0 && y < window.y0 + window.height() && x >= window.x0 && x < window.x0 + window.width();
         if (inside) continue;
         for (int c = 0; c < shape.channels; ++c) {
           std::size_t i = (std::size_t(c) * shape.height + y) * shape.width + x;
@@ -307,7 +307,7 @@ TEST_P(CudaAgainstCpu, SquaredDistanceInEitherLayout) {
   const Shape shape{21, 11, 13};
   auto a_values = random(shape.elements()), b_values = random(shape.elements()), g_values = random(shape.elements());
   for (Layout layout : {Layout::planar, Layout::features})
-    for (Window window : {Window::whole(shape), Window{2, 3, 6, 5}}) {
+    for (Box window : {whole_map(shape), Box::at(3, 2, 5, 6)}) {
       SCOPED_TRACE(layout == Layout::planar ? "planar" : "features");
       double sums[2];
       std::vector<float> grads[2];
@@ -328,7 +328,7 @@ TEST_P(CudaAgainstCpu, SquaredDistanceInEitherLayout) {
 TEST_P(CudaAgainstCpu, TotalVariationAndCopyWindow) {
   const Shape shape{3, 17, 23};
   auto x_values = random(shape.elements(), -50.0f, 50.0f), g_values = random(shape.elements());
-  for (Window counted : {Window::whole(shape), Window{4, 5, 9, 7}}) {
+  for (Box counted : {whole_map(shape), Box::at(5, 4, 7, 9)}) {
     double values[2];
     std::vector<float> grads[2], copies[2];
     Backend* backends[2] = {cpu.get(), gpu.get()};
@@ -339,7 +339,7 @@ TEST_P(CudaAgainstCpu, TotalVariationAndCopyWindow) {
       grads[b] = get(backend, g);
       Tensor destination = backend.allocate({3, 12, 14}, Layout::planar);
       backend.fill(destination, -1.0f);
-      backend.copy_window(x, Window{3, 2, 8, 6}, destination, 5, 4);
+      backend.copy_window(x, Box::at(2, 3, 6, 8), destination, 5, 4);
       copies[b] = get(backend, destination);
     }
     EXPECT_LT(relative(values[1], values[0]), 1e-10);

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <iostream>
 #include <sstream>
 
 #include "support/golden.hpp"
@@ -29,7 +30,7 @@ using testing::uniform_vector;
 
 std::size_t planar_index(const Shape& s, int c, int y, int x) { return (std::size_t(c) * s.height + y) * s.width + x; }
 
-bool inside(const Window& w, int y, int x) { return y >= w.y && y < w.y + w.height && x >= w.x && x < w.x + w.width; }
+bool inside(const Box& w, int y, int x) { return y >= w.y0 && y < w.y0 + w.height() && x >= w.x0 && x < w.x0 + w.width(); }
 
 std::vector<double> to_double(const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); }
 
@@ -119,7 +120,7 @@ TEST_F(BackendOps, FeaturesLayoutRoundTripsOnOddShapes) {
 
 struct GramCase {
   const char* name;
-  Window window;
+  Box window;
 };
 
 class GramOperatorTest : public BackendOps, public ::testing::WithParamInterface<GramCase> {
@@ -128,14 +129,14 @@ class GramOperatorTest : public BackendOps, public ::testing::WithParamInterface
   std::vector<float> features_host = uniform_vector(111, kShape.elements(), -1.0f, 1.0f);
 
   // G_ij = scale * sum over the window of F_i(p) F_j(p), in double.
-  static std::vector<double> reference_gram(const std::vector<double>& f, const Window& w, double scale) {
+  static std::vector<double> reference_gram(const std::vector<double>& f, const Box& w, double scale) {
     const int c = kShape.channels;
     std::vector<double> g(std::size_t(c) * c, 0.0);
     for (int i = 0; i < c; ++i)
       for (int j = 0; j < c; ++j) {
         double sum = 0.0;
-        for (int y = w.y; y < w.y + w.height; ++y)
-          for (int x = w.x; x < w.x + w.width; ++x)
+        for (int y = w.y0; y < w.y0 + w.height(); ++y)
+          for (int x = w.x0; x < w.x0 + w.width(); ++x)
             sum += f[planar_index(kShape, i, y, x)] * f[planar_index(kShape, j, y, x)];
         g[std::size_t(i) * c + j] = scale * sum;
       }
@@ -149,7 +150,7 @@ class GramOperatorTest : public BackendOps, public ::testing::WithParamInterface
 constexpr double kGramTolerance = 2e-6;
 
 TEST_P(GramOperatorTest, ForwardMatchesDoubleAndOverwrites) {
-  const Window w = GetParam().window;
+  const Box w = GetParam().window;
   const float scale = float(1.0 / (kShape.channels * w.area()));
   auto op = backend->plan_gram(kShape);
   Tensor f = make(kShape, Layout::features, features_host);
@@ -164,7 +165,7 @@ TEST_P(GramOperatorTest, ForwardMatchesDoubleAndOverwrites) {
 }
 
 TEST_P(GramOperatorTest, BackwardAddsInsideTheWindowOnly) {
-  const Window w = GetParam().window;
+  const Box w = GetParam().window;
   const int c = kShape.channels;
   const float scale = 0.37f;
   // A symmetric D, as the interface requires.
@@ -203,7 +204,7 @@ TEST_P(GramOperatorTest, BackwardAddsInsideTheWindowOnly) {
 // E(F) = sum((G(F) - A)^2), G = s F_w F_w^T: dE/dF = 2 s (D + D^T) F = 4 s D F
 // with D = G - A symmetric, which backward applies as (d = D, scale = 4 s).
 TEST_P(GramOperatorTest, EnergyGradientMatchesFiniteDifferences) {
-  const Window w = GetParam().window;
+  const Box w = GetParam().window;
   const int c = kShape.channels;
   const double s = 1.0 / (double(c) * w.area());
   // A target of the same size as G's entries (diagonal about 1/(3C)), so that
@@ -240,23 +241,23 @@ TEST_P(GramOperatorTest, EnergyGradientMatchesFiniteDifferences) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Windows, GramOperatorTest,
-                         ::testing::Values(GramCase{"whole_map", {0, 0, 7, 9}},  // one matmul over all positions
+                         ::testing::Values(GramCase{"whole_map", Box::at(0, 0, 9, 7)},  // one matmul over all positions
                                            GramCase{"full_width_band",
-                                                    {2, 0, 3, 9}},                 // one matmul over a block of rows
-                                           GramCase{"narrow", {1, 2, 4, 5}},       // one matmul per row, accumulating
-                                           GramCase{"last_column", {0, 8, 7, 1}},  // per row, one position each
-                                           GramCase{"one_row", {6, 3, 1, 4}}),
+                                                    Box::at(0, 2, 9, 3)},                 // one matmul over a block of rows
+                                           GramCase{"narrow", Box::at(2, 1, 5, 4)},       // one matmul per row, accumulating
+                                           GramCase{"last_column", Box::at(8, 0, 1, 7)},  // per row, one position each
+                                           GramCase{"one_row", Box::at(3, 6, 4, 1)}),
                          [](const auto& info) { return std::string(info.param.name); });
 
 // ---------------------------------------------------------------- squared distance
 
 // sum over the window and all channels of (a - b)^2, in double.
 double reference_squared_distance(const std::vector<double>& a, const std::vector<double>& b, Shape s,
-                                  const Window& w) {
+                                  const Box& w) {
   double sum = 0.0;
   for (int c = 0; c < s.channels; ++c)
-    for (int y = w.y; y < w.y + w.height; ++y)
-      for (int x = w.x; x < w.x + w.width; ++x) {
+    for (int y = w.y0; y < w.y0 + w.height(); ++y)
+      for (int x = w.x0; x < w.x0 + w.width(); ++x) {
         double d = a[planar_index(s, c, y, x)] - b[planar_index(s, c, y, x)];
         sum += d * d;
       }
@@ -270,9 +271,9 @@ TEST_F(BackendOps, SquaredDistanceValueAndAccumulatedGradient) {
   auto existing = uniform_vector(123, shape.elements(), -1.0f, 1.0f);
   const float grad_scale = 0.7f;
   for (Layout layout : {Layout::planar, Layout::features})
-    for (Window w : {Window{1, 2, 4, 3}, Window::whole(shape), Window{0, 0, 6, 1}, Window{5, 0, 1, 7}}) {
-      SCOPED_TRACE(std::string(layout == Layout::planar ? "planar" : "features") + " window y " + std::to_string(w.y) +
-                   " x " + std::to_string(w.x) + " " + std::to_string(w.height) + "x" + std::to_string(w.width));
+    for (Box w : {Box::at(2, 1, 3, 4), whole_map(shape), Box::at(0, 0, 1, 6), Box::at(0, 5, 7, 1)}) {
+      SCOPED_TRACE(std::string(layout == Layout::planar ? "planar" : "features") + " window y " + std::to_string(w.y0) +
+                   " x " + std::to_string(w.x0) + " " + std::to_string(w.height()) + "x" + std::to_string(w.width()));
       Tensor ta = make(shape, layout, a), tb = make(shape, layout, b), grad = make(shape, layout, existing);
       double expected = reference_squared_distance(to_double(a), to_double(b), shape, w);
       // Each difference is rounded to float once (relative 6e-8); the sum
@@ -300,9 +301,9 @@ TEST_F(BackendOps, WindowSumAbsCountsTheWindowOnly) {
   const Shape shape{5, 6, 7};
   auto a = uniform_vector(124, shape.elements(), -3.0f, 3.0f);
   for (Layout layout : {Layout::planar, Layout::features})
-    for (Window w : {Window{1, 2, 4, 3}, Window::whole(shape), Window{0, 0, 6, 1}, Window{5, 0, 1, 7}}) {
-      SCOPED_TRACE(std::string(layout == Layout::planar ? "planar" : "features") + " window y " + std::to_string(w.y) +
-                   " x " + std::to_string(w.x));
+    for (Box w : {Box::at(2, 1, 3, 4), whole_map(shape), Box::at(0, 0, 1, 6), Box::at(0, 5, 7, 1)}) {
+      SCOPED_TRACE(std::string(layout == Layout::planar ? "planar" : "features") + " window y " + std::to_string(w.y0) +
+                   " x " + std::to_string(w.x0));
       double expected = 0.0;
       for (int c = 0; c < shape.channels; ++c)
         for (int y = 0; y < shape.height; ++y)
@@ -310,12 +311,12 @@ TEST_F(BackendOps, WindowSumAbsCountsTheWindowOnly) {
             if (inside(w, y, x)) expected += std::abs(double(a[planar_index(shape, c, y, x)]));
       EXPECT_NEAR(backend->window_sum_abs(make(shape, layout, a), w), expected, 1e-12 * expected);
     }
-  EXPECT_THROW(backend->window_sum_abs(make(shape, Layout::planar, a), Window{0, 0, 7, 1}), Error);
+  EXPECT_THROW(backend->window_sum_abs(make(shape, Layout::planar, a), Box::at(0, 0, 1, 7)), Error);
 }
 
 TEST_F(BackendOps, SquaredDistanceGradientMatchesFiniteDifferences) {
   const Shape shape{4, 5, 6};
-  const Window w{1, 1, 3, 4};
+  const Box w = Box::at(1, 1, 4, 3);
   auto a = uniform_vector(124, shape.elements(), -1.0f, 1.0f);
   auto b = uniform_vector(125, shape.elements(), -1.0f, 1.0f);
   for (Layout layout : {Layout::planar, Layout::features}) {
@@ -449,6 +450,55 @@ TEST_F(BackendOps, VectorOpsMatchDoubleOverAllElementsInEitherLayout) {
   Tensor small = backend->allocate({1, 10, 100}, Layout::planar), big = backend->allocate(shape, Layout::planar);
   EXPECT_THROW(backend->dot(small, big), Error);
   EXPECT_THROW(backend->axpy(1.0f, small, big), Error);
+}
+
+// The interface checks every call's arguments before any backend runs it:
+// each of these is refused with tessera::Error on every backend this machine
+// has (the CUDA one where a GPU is present).
+TEST(BackendInterface, RefusesBadArgumentsOnEveryBackend) {
+  std::vector<std::string> names = {"cpu"};
+  try {
+    make_backend("cuda");
+    names.push_back("cuda");
+  } catch (const Error& e) {
+    std::cout << "[ SKIPPED  ] the CUDA backend: " << e.what() << std::endl;
+  }
+  for (const auto& name : names) {
+    SCOPED_TRACE(name);
+    auto backend = make_backend(name);
+    const Shape shape{3, 6, 8};
+    Tensor a = backend->allocate(shape, Layout::planar), b = backend->allocate(shape, Layout::planar);
+    Tensor other = backend->allocate({3, 6, 7}, Layout::planar);
+    Tensor features = backend->allocate(shape, Layout::features);
+    std::vector<float> host(shape.elements() - 1);
+    std::vector<double> sums(shape.elements() + 1);
+    EXPECT_THROW(backend->upload(host, a), Error);
+    EXPECT_THROW(backend->download(a, host), Error);
+    EXPECT_THROW(backend->convert(a, other), Error);
+    EXPECT_THROW(backend->squared_distance(a, b, Box::at(0, 0, 9, 6), 1.0f, nullptr), Error);
+    EXPECT_THROW(backend->squared_distance(a, features, Box::at(0, 0, 2, 2), 1.0f, nullptr), Error);
+    EXPECT_THROW(backend->window_sum_abs(a, Box::at(-1, 0, 2, 2)), Error);
+    EXPECT_THROW(backend->copy_window(a, Box::at(0, 0, 4, 4), other, 4, 0), Error);
+    EXPECT_THROW(backend->total_variation(features, 1.0f, b), Error);
+    EXPECT_THROW(backend->subtract(a, b, other), Error);
+    EXPECT_THROW(backend->accumulate_double(a, sums), Error);
+    EXPECT_THROW(backend->assign_from_double(sums, a), Error);
+    EXPECT_THROW(backend->adam_update(a, b, other, b, AdamState{}), Error);
+    // An empty window is no work, not an error.
+    EXPECT_EQ(backend->window_sum_abs(a, Box::at(2, 2, 0, 3)), 0.0);
+
+    auto gram = backend->plan_gram(shape);
+    Tensor square = backend->allocate({1, 3, 3}, Layout::planar);
+    Tensor features_of_another_shape = backend->allocate({3, 6, 7}, Layout::features);
+    EXPECT_THROW(gram->forward(features, Box::at(0, 0, 9, 6), 1.0f, square), Error);
+    EXPECT_THROW(gram->forward(features_of_another_shape, whole_map(shape), 1.0f, square), Error);
+    EXPECT_THROW(gram->forward(features, whole_map(shape), 1.0f, other), Error);
+    EXPECT_THROW(gram->backward(features, whole_map(shape), square, 1.0f, features_of_another_shape), Error);
+
+    LayerSpec conv{LayerKind::conv, "conv_test", 3, 4, 3, 1, 1};
+    ConvWeights weights{"conv_test", 4, 3, 3, 3, std::vector<float>(4 * 3 * 3 * 3 - 1), std::vector<float>(4)};
+    EXPECT_THROW(backend->plan_convolution(conv, weights, shape, Layout::planar), Error);
+  }
 }
 
 // ---------------------------------------------------------------- Adam

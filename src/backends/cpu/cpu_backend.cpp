@@ -27,29 +27,20 @@ inline std::size_t offset_of(const Shape& s, Layout layout, int c, int y, int x)
 // then the rows: the rows of a window are contiguous runs in both layouts
 // (a run of x in planar, a run of x*C in NHWC), one per (channel,) row.
 template <typename PerElement>
-double sum_over_window(const Shape& s, Layout layout, const Window& window, PerElement per_element) {
+double sum_over_window(const Shape& s, Layout layout, const Box& window, PerElement per_element) {
   const bool planar = layout == Layout::planar;
   const int channel_runs = planar ? s.channels : 1;
-  const std::size_t run_length = planar ? std::size_t(window.width) : std::size_t(window.width) * s.channels;
+  const std::size_t run_length = planar ? std::size_t(window.width()) : std::size_t(window.width()) * s.channels;
   double total = 0.0;
 #pragma omp parallel for collapse(2) reduction(+ : total) schedule(static)
   for (int c = 0; c < channel_runs; ++c)
-    for (int y = window.y; y < window.y + window.height; ++y) {
-      std::size_t begin = offset_of(s, layout, c, y, window.x);
+    for (int y = window.y0; y < window.y0 + window.height(); ++y) {
+      std::size_t begin = offset_of(s, layout, c, y, window.x0);
       double row = 0.0;
       for (std::size_t i = begin; i < begin + run_length; ++i) row += per_element(i);
       total += row;
     }
   return total;
-}
-
-void require_same_size(const Tensor& a, const Tensor& b, const char* what) {
-  if (a.elements() != b.elements())
-    fail("internal: ", what, " on tensors of ", a.elements(), " and ", b.elements(), " elements");
-}
-
-void require_f32(const Tensor& a, const char* what) {
-  if (a.type() != DataType::f32) fail("internal: ", what, " needs f32 tensors");
 }
 
 // bf16 is the upper half of an f32: widening is a shift; narrowing rounds to
@@ -118,13 +109,10 @@ std::shared_ptr<float> CpuBackend::allocate_bytes(std::size_t bytes) {
   std::size_t rounded = (std::max<std::size_t>(bytes, 1) + kAlignmentBytes - 1) / kAlignmentBytes * kAlignmentBytes;
   void* raw = std::aligned_alloc(kAlignmentBytes, rounded);
   if (!raw) fail("out of memory: could not allocate ", rounded / (1024.0 * 1024.0), " MiB on the CPU");
-  std::size_t now = current_bytes_.fetch_add(rounded) + rounded;
-  std::size_t peak = peak_bytes_.load();
-  while (now > peak && !peak_bytes_.compare_exchange_weak(peak, now)) {
-  }
+  count_allocated(rounded);
   return std::shared_ptr<float>(static_cast<float*>(raw), [this, rounded](float* p) {
     std::free(p);
-    current_bytes_.fetch_sub(rounded);
+    count_freed(rounded);
   });
 }
 
@@ -137,7 +125,7 @@ void CpuBackend::set_precision(Precision precision) {
   precision_ = precision;
 }
 
-Tensor CpuBackend::allocate(Shape shape, Layout layout, Contents contents) {
+Tensor CpuBackend::do_allocate(Shape shape, Layout layout, Contents contents) {
   DataType type = layout == Layout::features ? feature_type() : DataType::f32;
   std::size_t count = shape.elements();
   std::size_t bytes = count * bytes_per_element(type);
@@ -161,12 +149,7 @@ CpuBackend::OwnedMemory CpuBackend::allocate_memory(const memory::desc& desc) {
 
 std::shared_ptr<const CpuBackend::OwnedMemory> CpuBackend::reordered_weights(const ConvWeights& weights,
                                                                              const memory::desc& desc) {
-  // FNV-1a over the bytes: cheap next to planning, and it ties the cache
-  // entry to the values rather than to an address.
-  std::uint64_t fingerprint = 1469598103934665603ull;
-  const auto* bytes = reinterpret_cast<const unsigned char*>(weights.weight.data());
-  for (std::size_t i = 0, n = weights.weight.size() * sizeof(float); i < n; ++i)
-    fingerprint = (fingerprint ^ bytes[i]) * 1099511628211ull;
+  const std::uint64_t fingerprint = Backend::fingerprint(weights.weight);
   std::erase_if(weight_cache_, [](const CachedWeights& c) { return c.memory.expired(); });
   for (const auto& cached : weight_cache_)
     if (cached.fingerprint == fingerprint && cached.count == weights.weight.size() && cached.desc == desc)
@@ -212,9 +195,7 @@ memory CpuBackend::wrap(const Tensor& tensor) const {
                 const_cast<float*>(tensor.data()));
 }
 
-void CpuBackend::upload(std::span<const float> host, Tensor& tensor) {
-  if (host.size() != tensor.elements())
-    fail("internal: upload of ", host.size(), " floats into a tensor of ", tensor.elements());
+void CpuBackend::do_upload(std::span<const float> host, Tensor& tensor) {
   if (tensor.layout() == Layout::planar && tensor.type() == DataType::f32) {
     std::memcpy(tensor.data(), host.data(), host.size() * sizeof(float));
     return;
@@ -224,9 +205,7 @@ void CpuBackend::upload(std::span<const float> host, Tensor& tensor) {
   convert(planar, tensor);
 }
 
-void CpuBackend::download(const Tensor& tensor, std::span<float> host) {
-  if (host.size() != tensor.elements())
-    fail("internal: download of ", tensor.elements(), " floats into ", host.size());
+void CpuBackend::do_download(const Tensor& tensor, std::span<float> host) {
   if (tensor.layout() == Layout::planar && tensor.type() == DataType::f32) {
     std::memcpy(host.data(), tensor.data(), host.size() * sizeof(float));
     return;
@@ -236,14 +215,7 @@ void CpuBackend::download(const Tensor& tensor, std::span<float> host) {
   convert(tensor, planar);
 }
 
-void CpuBackend::convert(const Tensor& source, Tensor& destination) {
-  if (!(source.shape() == destination.shape()))
-    fail("internal: convert between shapes ", source.shape().describe(), " and ",
-         destination.shape().describe());
-  if (source.layout() == destination.layout() && source.type() == destination.type()) {
-    copy(source, destination);
-    return;
-  }
+void CpuBackend::do_convert(const Tensor& source, Tensor& destination) {
   TESSERA_CHECK_THROWING(Dnnl, "reorder", [&] {
     memory from = wrap(source), to = wrap(destination);
     dnnl::reorder(from, to).execute(stream_, from, to);
@@ -252,11 +224,8 @@ void CpuBackend::convert(const Tensor& source, Tensor& destination) {
   });
 }
 
-double CpuBackend::squared_distance(const Tensor& a, const Tensor& b, const Window& window, float grad_scale,
+double CpuBackend::do_squared_distance(const Tensor& a, const Tensor& b, const Box& window, float grad_scale,
                                     Tensor* grad_a) {
-  require_same_size(a, b, "squared_distance");
-  if (a.layout() != b.layout() || (grad_a && grad_a->layout() != a.layout()))
-    fail("internal: squared_distance on tensors of different layouts");
   const ElementView pa(a), pb(b);
   const ElementView pg = grad_a ? ElementView(*grad_a) : ElementView(Tensor());
   const bool with_gradient = grad_a != nullptr;
@@ -267,40 +236,26 @@ double CpuBackend::squared_distance(const Tensor& a, const Tensor& b, const Wind
   });
 }
 
-double CpuBackend::window_sum_abs(const Tensor& a, const Window& window) {
+double CpuBackend::do_window_sum_abs(const Tensor& a, const Box& window) {
   const Shape& s = a.shape();
-  if (window.x < 0 || window.y < 0 || window.x + window.width > s.width || window.y + window.height > s.height)
-    fail("internal: window_sum_abs window outside the map");
-  if (window.width <= 0 || window.height <= 0) return 0.0;
   const ElementView pa(a);
   return sum_over_window(s, a.layout(), window, [&](std::size_t i) { return double(std::abs(pa.get(i))); });
 }
 
-void CpuBackend::copy_window(const Tensor& source, const Window& window, Tensor& destination, int x, int y) {
-  require_f32(source, "copy_window");
-  require_f32(destination, "copy_window");
+void CpuBackend::do_copy_window(const Tensor& source, const Box& window, Tensor& destination, int x, int y) {
   const Shape& s = source.shape();
   const Shape& d = destination.shape();
-  if (source.layout() != Layout::planar || destination.layout() != Layout::planar || s.channels != d.channels ||
-      window.x < 0 || window.y < 0 || window.x + window.width > s.width || window.y + window.height > s.height ||
-      x < 0 || y < 0 || x + window.width > d.width || y + window.height > d.height)
-    fail("internal: copy_window out of bounds");
   const float* from = source.data();
   float* to = destination.data();
 #pragma omp parallel for collapse(2) schedule(static)
   for (int c = 0; c < s.channels; ++c)
-    for (int row = 0; row < window.height; ++row)
+    for (int row = 0; row < window.height(); ++row)
       std::memcpy(to + (std::size_t(c) * d.height + y + row) * d.width + x,
-                  from + (std::size_t(c) * s.height + window.y + row) * s.width + window.x,
-                  std::size_t(window.width) * sizeof(float));
+                  from + (std::size_t(c) * s.height + window.y0 + row) * s.width + window.x0,
+                  std::size_t(window.width()) * sizeof(float));
 }
 
-double CpuBackend::total_variation(const Tensor& image, float weight, Tensor& grad, const Window& counted) {
-  require_f32(image, "total_variation");
-  require_f32(grad, "total_variation");
-  if (image.layout() != Layout::planar || grad.layout() != Layout::planar)
-    fail("internal: total_variation needs planar tensors");
-  require_same_size(image, grad, "total_variation");
+double CpuBackend::do_total_variation(const Tensor& image, float weight, Tensor& grad, const Box& counted) {
   const Shape& s = image.shape();
   const int h = s.height, w = s.width;
   const float* x = image.data();
@@ -322,7 +277,7 @@ double CpuBackend::total_variation(const Tensor& image, float weight, Tensor& gr
         if (i < h - 1 && j < w - 1) {
           float dx = v - row[j + 1];
           float dy = v - row[j + w];
-          if (i >= counted.y && i < counted.y + counted.height && j >= counted.x && j < counted.x + counted.width)
+          if (i >= counted.y0 && i < counted.y0 + counted.height() && j >= counted.x0 && j < counted.x0 + counted.width())
             sum += double(dx) * dx + double(dy) * dy;
           gv += dx + dy;
         }
@@ -335,10 +290,7 @@ double CpuBackend::total_variation(const Tensor& image, float weight, Tensor& gr
   return 0.5 * weight * total;
 }
 
-double CpuBackend::dot(const Tensor& a, const Tensor& b) {
-  require_same_size(a, b, "dot");
-  require_f32(a, "dot");
-  require_f32(b, "dot");
+double CpuBackend::do_dot(const Tensor& a, const Tensor& b) {
   const float* pa = a.data();
   const float* pb = b.data();
   const std::size_t n = a.elements();
@@ -348,8 +300,7 @@ double CpuBackend::dot(const Tensor& a, const Tensor& b) {
   return total;
 }
 
-double CpuBackend::sum_abs(const Tensor& a) {
-  require_f32(a, "sum_abs");
+double CpuBackend::do_sum_abs(const Tensor& a) {
   const float* pa = a.data();
   const std::size_t n = a.elements();
   double total = 0.0;
@@ -358,8 +309,7 @@ double CpuBackend::sum_abs(const Tensor& a) {
   return total;
 }
 
-double CpuBackend::max_abs(const Tensor& a) {
-  require_f32(a, "max_abs");
+double CpuBackend::do_max_abs(const Tensor& a) {
   const float* pa = a.data();
   const std::size_t n = a.elements();
   float largest = 0.0f;
@@ -368,30 +318,25 @@ double CpuBackend::max_abs(const Tensor& a) {
   return largest;
 }
 
-void CpuBackend::fill(Tensor& a, float value) {
+void CpuBackend::do_fill(Tensor& a, float value) {
   const ElementView pa(a);
   const std::size_t n = a.elements();
 #pragma omp parallel for schedule(static)
   for (std::size_t i = 0; i < n; ++i) pa.set(i, value);
 }
 
-void CpuBackend::copy(const Tensor& source, Tensor& destination) {
-  require_same_size(source, destination, "copy");
-  if (source.type() != destination.type()) fail("internal: copy between element types");
-  if (source.data() != destination.data())
-    std::memcpy(destination.data(), source.data(), source.elements() * bytes_per_element(source.type()));
+void CpuBackend::do_copy(const Tensor& source, Tensor& destination) {
+  std::memcpy(destination.data(), source.data(), source.elements() * bytes_per_element(source.type()));
 }
 
-void CpuBackend::scale(Tensor& a, float factor) {
-  require_f32(a, "scale");
+void CpuBackend::do_scale(Tensor& a, float factor) {
   float* pa = a.data();
   const std::size_t n = a.elements();
 #pragma omp parallel for schedule(static)
   for (std::size_t i = 0; i < n; ++i) pa[i] *= factor;
 }
 
-void CpuBackend::axpy(float alpha, const Tensor& x, Tensor& y) {
-  require_same_size(x, y, "axpy");
+void CpuBackend::do_axpy(float alpha, const Tensor& x, Tensor& y) {
   const std::size_t n = x.elements();
   if (x.type() == DataType::f32 && y.type() == DataType::f32) {
     const float* px = x.data();
@@ -405,12 +350,7 @@ void CpuBackend::axpy(float alpha, const Tensor& x, Tensor& y) {
   for (std::size_t i = 0; i < n; ++i) py.set(i, py.get(i) + alpha * px.get(i));
 }
 
-void CpuBackend::subtract(const Tensor& a, const Tensor& b, Tensor& d) {
-  require_same_size(a, b, "subtract");
-  require_f32(a, "subtract");
-  require_f32(b, "subtract");
-  require_f32(d, "subtract");
-  require_same_size(a, d, "subtract");
+void CpuBackend::do_subtract(const Tensor& a, const Tensor& b, Tensor& d) {
   const float* pa = a.data();
   const float* pb = b.data();
   float* pd = d.data();
@@ -419,30 +359,21 @@ void CpuBackend::subtract(const Tensor& a, const Tensor& b, Tensor& d) {
   for (std::size_t i = 0; i < n; ++i) pd[i] = pa[i] - pb[i];
 }
 
-void CpuBackend::accumulate_double(const Tensor& values, std::span<double> sum) {
-  require_f32(values, "accumulate_double");
-  if (sum.size() != values.elements()) fail("internal: accumulate_double sizes differ");
+void CpuBackend::do_accumulate_double(const Tensor& values, std::span<double> sum) {
   const float* pv = values.data();
   const std::size_t n = values.elements();
 #pragma omp parallel for schedule(static)
   for (std::size_t i = 0; i < n; ++i) sum[i] += pv[i];
 }
 
-void CpuBackend::assign_from_double(std::span<const double> sum, Tensor& values) {
-  require_f32(values, "assign_from_double");
-  if (sum.size() != values.elements()) fail("internal: assign_from_double sizes differ");
+void CpuBackend::do_assign_from_double(std::span<const double> sum, Tensor& values) {
   float* pv = values.data();
   const std::size_t n = values.elements();
 #pragma omp parallel for schedule(static)
   for (std::size_t i = 0; i < n; ++i) pv[i] = float(sum[i]);
 }
 
-void CpuBackend::adam_update(Tensor& x, const Tensor& g, Tensor& m, Tensor& v, const AdamState& state) {
-  require_same_size(x, g, "adam_update");
-  require_same_size(x, m, "adam_update");
-  require_same_size(x, v, "adam_update");
-  for (const Tensor* t : {static_cast<const Tensor*>(&x), &g, static_cast<const Tensor*>(&m), static_cast<const Tensor*>(&v)})
-    require_f32(*t, "adam_update");
+void CpuBackend::do_adam_update(Tensor& x, const Tensor& g, Tensor& m, Tensor& v, const AdamState& state) {
   const float step = state.step_size();  // adam.lua's, bias corrections folded in
   const float b1 = state.beta1, b2 = state.beta2, eps = state.epsilon;
   float* px = x.data();

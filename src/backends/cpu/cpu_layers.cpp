@@ -227,7 +227,8 @@ class CpuPooling final : public PoolingLayer {
 class CpuGram final : public GramOperator {
  public:
   CpuGram(CpuBackend& backend, Shape features)
-      : backend_(backend), shape_(features), type_(backend.feature_type()) {
+      : GramOperator(features, backend.feature_type()), backend_(backend), shape_(features),
+        type_(backend.feature_type()) {
     if (type_ == DataType::bf16) {
       // The adjoint multiplies bf16 features by D; oneDNN's matmul takes
       // both operands in one type, so D (f32, C x C) is rounded into this.
@@ -236,18 +237,18 @@ class CpuGram final : public GramOperator {
     }
   }
 
-  void forward(const Tensor& features, const Window& window, float scale, Tensor& gram) override {
-    check(features, window);
+
+ private:
+  void do_forward(const Tensor& features, const Box& window, float scale, Tensor& gram) override {
     const int c = shape_.channels;
-    if (gram.elements() != std::size_t(c) * c) fail("internal: Gram output has the wrong size");
-    bool full_rows = window.x == 0 && window.width == shape_.width;
-    int runs = full_rows ? 1 : window.height;
-    int positions = full_rows ? int(window.area()) : window.width;
+    bool full_rows = window.x0 == 0 && window.width() == shape_.width;
+    int runs = full_rows ? 1 : window.height();
+    int positions = full_rows ? int(window.area()) : window.width();
     auto& plan = gram_plan(positions);
     float* g = gram.data();
     TESSERA_CHECK_THROWING(Dnnl, "Gram matmul", [&] {
       for (int r = 0; r < runs; ++r) {
-        const void* f = element(features, (std::size_t(window.y + r) * shape_.width + window.x) * c);
+        const void* f = element(features, (std::size_t(window.y0 + r) * shape_.width + window.x0) * c);
         auto& primitive = r == 0 ? plan.first : plan.accumulate;
         execute(primitive, plan, f, f, g, scale);
       }
@@ -255,10 +256,8 @@ class CpuGram final : public GramOperator {
     });
   }
 
-  void forward_contiguous(const Tensor& features, const Window& window, float scale, Tensor& gram) override {
-    check(features, window);
+  void do_forward_contiguous(const Tensor& features, const Box& window, float scale, Tensor& gram) override {
     const int c = shape_.channels;
-    if (gram.elements() != std::size_t(c) * c) fail("internal: Gram output has the wrong size");
     const std::size_t element = bytes_per_element(type_);
     const std::size_t positions = window.area();
     if (block_capacity_ < positions) {
@@ -268,9 +267,9 @@ class CpuGram final : public GramOperator {
       block_capacity_ = positions;
     }
     char* to = reinterpret_cast<char*>(block_.storage.get());
-    const std::size_t run = std::size_t(window.width) * c * element;
-    for (int r = 0; r < window.height; ++r)
-      std::memcpy(to + r * run, element_of(features, (std::size_t(window.y + r) * shape_.width + window.x) * c), run);
+    const std::size_t run = std::size_t(window.width()) * c * element;
+    for (int r = 0; r < window.height(); ++r)
+      std::memcpy(to + r * run, element_of(features, (std::size_t(window.y0 + r) * shape_.width + window.x0) * c), run);
     auto& plan = gram_plan(int(positions));
     TESSERA_CHECK_THROWING(Dnnl, "Gram matmul", [&] {
       execute(plan.first, plan, to, to, gram.data(), scale);
@@ -278,12 +277,11 @@ class CpuGram final : public GramOperator {
     });
   }
 
-  void backward(const Tensor& features, const Window& window, const Tensor& d, float scale,
-                Tensor& grad_features) override {
-    check(features, window);
-    bool full_rows = window.x == 0 && window.width == shape_.width;
-    int runs = full_rows ? 1 : window.height;
-    int positions = full_rows ? int(window.area()) : window.width;
+  void do_backward(const Tensor& features, const Box& window, const Tensor& d, float scale,
+                   Tensor& grad_features) override {
+    bool full_rows = window.x0 == 0 && window.width() == shape_.width;
+    int runs = full_rows ? 1 : window.height();
+    int positions = full_rows ? int(window.area()) : window.width();
     auto& plan = adjoint_plan(positions);
     const int c = shape_.channels;
     const void* d_operand = d.data();
@@ -299,26 +297,17 @@ class CpuGram final : public GramOperator {
     }
     TESSERA_CHECK_THROWING(Dnnl, "Gram adjoint matmul", [&] {
       for (int r = 0; r < runs; ++r) {
-        std::size_t offset = (std::size_t(window.y + r) * shape_.width + window.x) * c;
+        std::size_t offset = (std::size_t(window.y0 + r) * shape_.width + window.x0) * c;
         execute(plan.accumulate, plan, element(features, offset), d_operand, element(grad_features, offset), scale);
       }
       return 0;
     });
   }
 
- private:
   struct Plan {
     memory::desc src, weights, dst;
     dnnl::matmul first, accumulate;  // dst = s*AB, dst += s*AB
   };
-
-  void check(const Tensor& features, const Window& window) const {
-    if (!(features.shape() == shape_) || features.layout() != Layout::features || features.type() != type_)
-      fail("internal: Gram planned for ", shape_.describe(), " got ", features.shape().describe());
-    if (window.y < 0 || window.x < 0 || window.y + window.height > shape_.height ||
-        window.x + window.width > shape_.width || window.height <= 0 || window.width <= 0)
-      fail("internal: Gram window outside the feature map");
-  }
 
   static void* element_of(const Tensor& t, std::size_t index) { return element(t, index); }
   static void* element(const Tensor& t, std::size_t index) {
@@ -395,16 +384,16 @@ class CpuGram final : public GramOperator {
 
 }  // namespace
 
-std::unique_ptr<ConvolutionLayer> CpuBackend::plan_convolution(const LayerSpec& spec, const ConvWeights& weights,
+std::unique_ptr<ConvolutionLayer> CpuBackend::do_plan_convolution(const LayerSpec& spec, const ConvWeights& weights,
                                                                Shape input, Layout input_layout) {
   return std::make_unique<CpuConvolution>(*this, spec, weights, input, input_layout);
 }
 
-std::unique_ptr<PoolingLayer> CpuBackend::plan_pooling(const LayerSpec& spec, Pooling pooling, Shape input) {
+std::unique_ptr<PoolingLayer> CpuBackend::do_plan_pooling(const LayerSpec& spec, Pooling pooling, Shape input) {
   return std::make_unique<CpuPooling>(*this, spec, pooling, input);
 }
 
-std::unique_ptr<GramOperator> CpuBackend::plan_gram(Shape features) {
+std::unique_ptr<GramOperator> CpuBackend::do_plan_gram(Shape features) {
   return std::make_unique<CpuGram>(*this, features);
 }
 

@@ -15,15 +15,6 @@ namespace tessera::cuda {
 
 namespace {
 
-void require_same_size(const Tensor& a, const Tensor& b, const char* what) {
-  if (a.elements() != b.elements())
-    fail("internal: ", what, " on tensors of ", a.elements(), " and ", b.elements(), " elements");
-}
-
-void require_f32(const Tensor& a, const char* what) {
-  if (a.type() != DataType::f32) fail("internal: ", what, " needs f32 tensors");
-}
-
 double mebibytes(std::size_t bytes) { return double(bytes) / (1024.0 * 1024.0); }
 
 // --- reductions: each block adds its grid-stride share, in a fixed order,
@@ -102,12 +93,12 @@ struct AbsTerm {
 // element i % run_length of run i / run_length.
 // Element i of a window's elements, counted run by run: a run of x in
 // planar, of x*C in NHWC, one per (channel,) row, `run_length` long.
-__device__ std::size_t window_element(std::size_t i, std::size_t run_length, const Window& window, int channels,
+__device__ std::size_t window_element(std::size_t i, std::size_t run_length, const Box& window, int channels,
                                       int height, int width, bool planar) {
   std::size_t run = i / run_length, k = i % run_length;
-  int c = planar ? int(run / window.height) : 0;
-  int y = window.y + int(run % window.height);
-  return offset_of(channels, height, width, planar, c, y, window.x) + k;
+  int c = planar ? int(run / window.height()) : 0;
+  int y = window.y0 + int(run % window.height());
+  return offset_of(channels, height, width, planar, c, y, window.x0) + k;
 }
 
 struct SquaredDistanceTerm {
@@ -116,7 +107,7 @@ struct SquaredDistanceTerm {
   float grad_scale;
   int channels, height, width;
   bool planar;
-  Window window;
+  Box window;
   std::size_t run_length;
   __device__ double operator()(std::size_t i) const {
     std::size_t index = window_element(i, run_length, window, channels, height, width, planar);
@@ -130,7 +121,7 @@ struct WindowAbsTerm {
   Elements a;
   int channels, height, width;
   bool planar;
-  Window window;
+  Box window;
   std::size_t run_length;
   __device__ double operator()(std::size_t i) const {
     return fabs(double(a.get(window_element(i, run_length, window, channels, height, width, planar))));
@@ -144,7 +135,7 @@ struct TotalVariationTerm {
   float* g;
   int height, width;
   float weight;
-  Window counted;
+  Box counted;
   __device__ double operator()(std::size_t index) const {
     const int w = width, h = height;
     const int j = int(index % w);
@@ -156,7 +147,7 @@ struct TotalVariationTerm {
     if (i < h - 1 && j < w - 1) {
       float dx = v - row[j + 1];
       float dy = v - row[j + w];
-      if (i >= counted.y && i < counted.y + counted.height && j >= counted.x && j < counted.x + counted.width)
+      if (i >= counted.y0 && i < counted.y0 + counted.height() && j >= counted.x0 && j < counted.x0 + counted.width())
         sum = double(dx) * dx + double(dy) * dy;
       gv += dx + dy;
     }
@@ -226,15 +217,6 @@ int local_rank() {
   for (const char* name : {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID", "MV2_COMM_WORLD_LOCAL_RANK"})
     if (const char* value = std::getenv(name)) return std::max(0, std::atoi(value));
   return 0;
-}
-
-std::uint64_t fingerprint_of(const std::vector<float>& values) {
-  // FNV-1a over the bytes, as the CPU backend keys its weight cache.
-  std::uint64_t fingerprint = 1469598103934665603ull;
-  const auto* bytes = reinterpret_cast<const unsigned char*>(values.data());
-  for (std::size_t i = 0, n = values.size() * sizeof(float); i < n; ++i)
-    fingerprint = (fingerprint ^ bytes[i]) * 1099511628211ull;
-  return fingerprint;
 }
 
 // Round to nearest even, NaN kept: the CPU backend's rule, so that both hold
@@ -380,20 +362,17 @@ std::shared_ptr<void> CudaBackend::allocate_bytes(std::size_t bytes) {
     std::size_t free_bytes = 0, total_bytes = 0;
     TESSERA_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
     fail("out of GPU memory on ", device_name_, ": could not allocate ", mebibytes(rounded), " MiB (", mebibytes(free_bytes),
-         " MiB free of ", mebibytes(total_bytes), " MiB; this render holds ", mebibytes(current_bytes_.load()),
+         " MiB free of ", mebibytes(total_bytes), " MiB; this render holds ", mebibytes(allocated_bytes()),
          " MiB). Use more tiles (--tiles ROWSxCOLUMNS, or --tiles auto --memory-per-rank ",
          int(total_bytes / (1024.0 * 1024.0 * 1024.0) * 0.9), "GiB), --precision bf16, or a smaller size");
   }
   checked_status<CudaRuntime>(status, "cudaMalloc", __FILE__, __LINE__);
-  std::size_t now = current_bytes_.fetch_add(rounded) + rounded;
-  std::size_t peak = peak_bytes_.load();
-  while (now > peak && !peak_bytes_.compare_exchange_weak(peak, now)) {
-  }
+  count_allocated(rounded);
   return std::shared_ptr<void>(raw, [this, rounded](void* p) {
     // A deleter cannot throw; cudaFree fails only after an earlier error
     // that was reported where it happened.
     (void)cudaFree(p);
-    current_bytes_.fetch_sub(rounded);
+    count_freed(rounded);
   });
 }
 
@@ -417,7 +396,7 @@ float* CudaBackend::host_floats(std::size_t count) {
 }
 
 std::shared_ptr<void> CudaBackend::device_weights(const ConvWeights& weights, DataType type) {
-  const std::uint64_t fingerprint = fingerprint_of(weights.weight);
+  const std::uint64_t fingerprint = Backend::fingerprint(weights.weight);
   std::erase_if(weight_cache_, [](const CachedWeights& c) { return c.memory.expired(); });
   for (const auto& cached : weight_cache_)
     if (cached.fingerprint == fingerprint && cached.count == weights.weight.size() && cached.type == type)
@@ -428,7 +407,6 @@ std::shared_ptr<void> CudaBackend::device_weights(const ConvWeights& weights, Da
   const int o_count = weights.out_channels, i_count = weights.in_channels, kh = weights.kernel_h,
             kw = weights.kernel_w;
   const std::size_t count = weights.weight.size();
-  if (count != std::size_t(o_count) * i_count * kh * kw) fail("internal: ", weights.name, " has the wrong size");
   std::vector<float> krsc(count);
   for (int o = 0; o < o_count; ++o)
     for (int i = 0; i < i_count; ++i)
@@ -450,7 +428,7 @@ std::shared_ptr<void> CudaBackend::device_weights(const ConvWeights& weights, Da
   return memory;
 }
 
-Tensor CudaBackend::allocate(Shape shape, Layout layout, Contents contents) {
+Tensor CudaBackend::do_allocate(Shape shape, Layout layout, Contents contents) {
   DataType type = layout == Layout::features ? feature_type() : DataType::f32;
   std::size_t count = shape.elements();
   std::size_t bytes = count * bytes_per_element(type);
@@ -461,9 +439,7 @@ Tensor CudaBackend::allocate(Shape shape, Layout layout, Contents contents) {
   return Tensor(shape, layout, std::static_pointer_cast<float>(memory), count, type);
 }
 
-void CudaBackend::upload(std::span<const float> host, Tensor& tensor) {
-  if (host.size() != tensor.elements())
-    fail("internal: upload of ", host.size(), " floats into a tensor of ", tensor.elements());
+void CudaBackend::do_upload(std::span<const float> host, Tensor& tensor) {
   if (tensor.layout() == Layout::planar && tensor.type() == DataType::f32) {
     TESSERA_CUDA_CHECK(cudaMemcpyAsync(tensor.data(), host.data(), host.size_bytes(), cudaMemcpyHostToDevice, stream_));
     synchronize("upload");  // the caller may reuse its host memory at once
@@ -479,9 +455,7 @@ void CudaBackend::upload(std::span<const float> host, Tensor& tensor) {
   synchronize("upload");
 }
 
-void CudaBackend::download(const Tensor& tensor, std::span<float> host) {
-  if (host.size() != tensor.elements())
-    fail("internal: download of ", tensor.elements(), " floats into ", host.size());
+void CudaBackend::do_download(const Tensor& tensor, std::span<float> host) {
   const float* from = tensor.data();
   if (tensor.layout() != Layout::planar || tensor.type() != DataType::f32) {
     if (scratch_capacity_ < host.size()) {
@@ -496,13 +470,7 @@ void CudaBackend::download(const Tensor& tensor, std::span<float> host) {
   synchronize("download");
 }
 
-void CudaBackend::convert(const Tensor& source, Tensor& destination) {
-  if (!(source.shape() == destination.shape()))
-    fail("internal: convert between shapes ", source.shape().describe(), " and ", destination.shape().describe());
-  if (source.layout() == destination.layout() && source.type() == destination.type()) {
-    copy(source, destination);
-    return;
-  }
+void CudaBackend::do_convert(const Tensor& source, Tensor& destination) {
   const Shape& s = source.shape();
   convert_kernel<<<blocks_for(s.elements(), kThreadsPerBlock, 8 * multiprocessors_), kThreadsPerBlock, 0, stream_>>>(
       Elements::of(source), source.layout() == Layout::planar, Elements::of(destination),
@@ -534,15 +502,9 @@ float CudaBackend::finish_max(int blocks) {
   return float(*result_host_);
 }
 
-double CudaBackend::squared_distance(const Tensor& a, const Tensor& b, const Window& window, float grad_scale,
+double CudaBackend::do_squared_distance(const Tensor& a, const Tensor& b, const Box& window, float grad_scale,
                                      Tensor* grad_a) {
-  require_same_size(a, b, "squared_distance");
-  if (a.layout() != b.layout() || (grad_a && grad_a->layout() != a.layout()))
-    fail("internal: squared_distance on tensors of different layouts");
   const Shape& s = a.shape();
-  if (window.x < 0 || window.y < 0 || window.x + window.width > s.width || window.y + window.height > s.height)
-    fail("internal: squared_distance window outside the map");
-  if (window.width <= 0 || window.height <= 0) return 0.0;
   const bool planar = a.layout() == Layout::planar;
   SquaredDistanceTerm term;
   term.a = Elements::of(a);
@@ -555,19 +517,16 @@ double CudaBackend::squared_distance(const Tensor& a, const Tensor& b, const Win
   term.width = s.width;
   term.planar = planar;
   term.window = window;
-  term.run_length = planar ? std::size_t(window.width) : std::size_t(window.width) * s.channels;
-  const std::size_t n = (planar ? std::size_t(s.channels) : 1) * window.height * term.run_length;
+  term.run_length = planar ? std::size_t(window.width()) : std::size_t(window.width()) * s.channels;
+  const std::size_t n = (planar ? std::size_t(s.channels) : 1) * window.height() * term.run_length;
   const int blocks = reduction_blocks(n);
   reduce_sum<<<blocks, kThreadsPerBlock, 0, stream_>>>(term, n, static_cast<double*>(partials_.get()));
   TESSERA_CUDA_CHECK_LAUNCH("squared_distance");
   return finish_sum(blocks);
 }
 
-double CudaBackend::window_sum_abs(const Tensor& a, const Window& window) {
+double CudaBackend::do_window_sum_abs(const Tensor& a, const Box& window) {
   const Shape& s = a.shape();
-  if (window.x < 0 || window.y < 0 || window.x + window.width > s.width || window.y + window.height > s.height)
-    fail("internal: window_sum_abs window outside the map");
-  if (window.width <= 0 || window.height <= 0) return 0.0;
   WindowAbsTerm term;
   term.a = Elements::of(a);
   term.channels = s.channels;
@@ -575,20 +534,15 @@ double CudaBackend::window_sum_abs(const Tensor& a, const Window& window) {
   term.width = s.width;
   term.planar = a.layout() == Layout::planar;
   term.window = window;
-  term.run_length = term.planar ? std::size_t(window.width) : std::size_t(window.width) * s.channels;
-  const std::size_t n = (term.planar ? std::size_t(s.channels) : 1) * window.height * term.run_length;
+  term.run_length = term.planar ? std::size_t(window.width()) : std::size_t(window.width()) * s.channels;
+  const std::size_t n = (term.planar ? std::size_t(s.channels) : 1) * window.height() * term.run_length;
   const int blocks = reduction_blocks(n);
   reduce_sum<<<blocks, kThreadsPerBlock, 0, stream_>>>(term, n, static_cast<double*>(partials_.get()));
   TESSERA_CUDA_CHECK_LAUNCH("window_sum_abs");
   return finish_sum(blocks);
 }
 
-double CudaBackend::total_variation(const Tensor& image, float weight, Tensor& grad, const Window& counted) {
-  require_f32(image, "total_variation");
-  require_f32(grad, "total_variation");
-  if (image.layout() != Layout::planar || grad.layout() != Layout::planar)
-    fail("internal: total_variation needs planar tensors");
-  require_same_size(image, grad, "total_variation");
+double CudaBackend::do_total_variation(const Tensor& image, float weight, Tensor& grad, const Box& counted) {
   const Shape& s = image.shape();
   TotalVariationTerm term{image.data(), grad.data(), s.height, s.width, weight, counted};
   const std::size_t n = s.elements();
@@ -598,28 +552,18 @@ double CudaBackend::total_variation(const Tensor& image, float weight, Tensor& g
   return 0.5 * weight * finish_sum(blocks);
 }
 
-void CudaBackend::copy_window(const Tensor& source, const Window& window, Tensor& destination, int x, int y) {
-  require_f32(source, "copy_window");
-  require_f32(destination, "copy_window");
+void CudaBackend::do_copy_window(const Tensor& source, const Box& window, Tensor& destination, int x, int y) {
   const Shape& s = source.shape();
   const Shape& d = destination.shape();
-  if (source.layout() != Layout::planar || destination.layout() != Layout::planar || s.channels != d.channels ||
-      window.x < 0 || window.y < 0 || window.x + window.width > s.width || window.y + window.height > s.height ||
-      x < 0 || y < 0 || x + window.width > d.width || y + window.height > d.height)
-    fail("internal: copy_window out of bounds");
-  if (window.width <= 0 || window.height <= 0) return;
   for (int c = 0; c < s.channels; ++c)
     TESSERA_CUDA_CHECK(cudaMemcpy2DAsync(
         destination.data() + (std::size_t(c) * d.height + y) * d.width + x, std::size_t(d.width) * sizeof(float),
-        source.data() + (std::size_t(c) * s.height + window.y) * s.width + window.x,
-        std::size_t(s.width) * sizeof(float), std::size_t(window.width) * sizeof(float), window.height,
+        source.data() + (std::size_t(c) * s.height + window.y0) * s.width + window.x0,
+        std::size_t(s.width) * sizeof(float), std::size_t(window.width()) * sizeof(float), window.height(),
         cudaMemcpyDeviceToDevice, stream_));
 }
 
-double CudaBackend::dot(const Tensor& a, const Tensor& b) {
-  require_same_size(a, b, "dot");
-  require_f32(a, "dot");
-  require_f32(b, "dot");
+double CudaBackend::do_dot(const Tensor& a, const Tensor& b) {
   const std::size_t n = a.elements();
   const int blocks = reduction_blocks(n);
   reduce_sum<<<blocks, kThreadsPerBlock, 0, stream_>>>(DotTerm{a.data(), b.data()}, n,
@@ -628,8 +572,7 @@ double CudaBackend::dot(const Tensor& a, const Tensor& b) {
   return finish_sum(blocks);
 }
 
-double CudaBackend::sum_abs(const Tensor& a) {
-  require_f32(a, "sum_abs");
+double CudaBackend::do_sum_abs(const Tensor& a) {
   const std::size_t n = a.elements();
   const int blocks = reduction_blocks(n);
   reduce_sum<<<blocks, kThreadsPerBlock, 0, stream_>>>(AbsTerm{a.data()}, n, static_cast<double*>(partials_.get()));
@@ -637,8 +580,7 @@ double CudaBackend::sum_abs(const Tensor& a) {
   return finish_sum(blocks);
 }
 
-double CudaBackend::max_abs(const Tensor& a) {
-  require_f32(a, "max_abs");
+double CudaBackend::do_max_abs(const Tensor& a) {
   const std::size_t n = a.elements();
   const int blocks = reduction_blocks(n);
   max_abs_partials<<<blocks, kThreadsPerBlock, 0, stream_>>>(a.data(), n, static_cast<double*>(partials_.get()));
@@ -646,7 +588,7 @@ double CudaBackend::max_abs(const Tensor& a) {
   return finish_max(blocks);
 }
 
-void CudaBackend::fill(Tensor& a, float value) {
+void CudaBackend::do_fill(Tensor& a, float value) {
   const std::size_t n = a.elements();
   if (n == 0) return;
   if (value == 0.0f) {  // all-zero bits in both types
@@ -658,8 +600,7 @@ void CudaBackend::fill(Tensor& a, float value) {
   TESSERA_CUDA_CHECK_LAUNCH("fill");
 }
 
-void CudaBackend::copy(const Tensor& source, Tensor& destination) {
-  require_same_size(source, destination, "copy");
+void CudaBackend::do_copy(const Tensor& source, Tensor& destination) {
   if (source.type() != destination.type()) fail("internal: copy between element types");
   if (source.data() != destination.data() && source.elements() > 0)
     TESSERA_CUDA_CHECK(cudaMemcpyAsync(destination.data(), source.data(),
@@ -667,8 +608,7 @@ void CudaBackend::copy(const Tensor& source, Tensor& destination) {
                                        cudaMemcpyDeviceToDevice, stream_));
 }
 
-void CudaBackend::scale(Tensor& a, float factor) {
-  require_f32(a, "scale");
+void CudaBackend::do_scale(Tensor& a, float factor) {
   const std::size_t n = a.elements();
   if (n == 0) return;
   scale_kernel<<<blocks_for(n, kThreadsPerBlock, 8 * multiprocessors_), kThreadsPerBlock, 0, stream_>>>(a.data(), n,
@@ -676,8 +616,7 @@ void CudaBackend::scale(Tensor& a, float factor) {
   TESSERA_CUDA_CHECK_LAUNCH("scale");
 }
 
-void CudaBackend::axpy(float alpha, const Tensor& x, Tensor& y) {
-  require_same_size(x, y, "axpy");
+void CudaBackend::do_axpy(float alpha, const Tensor& x, Tensor& y) {
   const std::size_t n = x.elements();
   if (n == 0) return;
   axpy_kernel<<<blocks_for(n, kThreadsPerBlock, 8 * multiprocessors_), kThreadsPerBlock, 0, stream_>>>(
@@ -685,12 +624,7 @@ void CudaBackend::axpy(float alpha, const Tensor& x, Tensor& y) {
   TESSERA_CUDA_CHECK_LAUNCH("axpy");
 }
 
-void CudaBackend::subtract(const Tensor& a, const Tensor& b, Tensor& d) {
-  require_same_size(a, b, "subtract");
-  require_same_size(a, d, "subtract");
-  require_f32(a, "subtract");
-  require_f32(b, "subtract");
-  require_f32(d, "subtract");
+void CudaBackend::do_subtract(const Tensor& a, const Tensor& b, Tensor& d) {
   const std::size_t n = a.elements();
   if (n == 0) return;
   subtract_kernel<<<blocks_for(n, kThreadsPerBlock, 8 * multiprocessors_), kThreadsPerBlock, 0, stream_>>>(
@@ -700,9 +634,7 @@ void CudaBackend::subtract(const Tensor& a, const Tensor& b, Tensor& d) {
 
 // The double sums live on the host (the tiled objective adds every block's
 // Gram matrix there, in a fixed order); these Gram-sized copies are small.
-void CudaBackend::accumulate_double(const Tensor& values, std::span<double> sum) {
-  require_f32(values, "accumulate_double");
-  if (sum.size() != values.elements()) fail("internal: accumulate_double sizes differ");
+void CudaBackend::do_accumulate_double(const Tensor& values, std::span<double> sum) {
   float* staged = host_floats(sum.size());
   TESSERA_CUDA_CHECK(
       cudaMemcpyAsync(staged, values.data(), sum.size() * sizeof(float), cudaMemcpyDeviceToHost, stream_));
@@ -710,9 +642,7 @@ void CudaBackend::accumulate_double(const Tensor& values, std::span<double> sum)
   for (std::size_t i = 0; i < sum.size(); ++i) sum[i] += staged[i];
 }
 
-void CudaBackend::assign_from_double(std::span<const double> sum, Tensor& values) {
-  require_f32(values, "assign_from_double");
-  if (sum.size() != values.elements()) fail("internal: assign_from_double sizes differ");
+void CudaBackend::do_assign_from_double(std::span<const double> sum, Tensor& values) {
   float* staged = host_floats(sum.size());
   for (std::size_t i = 0; i < sum.size(); ++i) staged[i] = float(sum[i]);
   TESSERA_CUDA_CHECK(
@@ -720,12 +650,7 @@ void CudaBackend::assign_from_double(std::span<const double> sum, Tensor& values
   synchronize("assign_from_double");  // the staging buffer is reused by the next call
 }
 
-void CudaBackend::adam_update(Tensor& x, const Tensor& g, Tensor& m, Tensor& v, const AdamState& state) {
-  require_same_size(x, g, "adam_update");
-  require_same_size(x, m, "adam_update");
-  require_same_size(x, v, "adam_update");
-  for (const Tensor* t : {static_cast<const Tensor*>(&x), &g, static_cast<const Tensor*>(&m), static_cast<const Tensor*>(&v)})
-    require_f32(*t, "adam_update");
+void CudaBackend::do_adam_update(Tensor& x, const Tensor& g, Tensor& m, Tensor& v, const AdamState& state) {
   const float step = state.step_size();  // adam.lua's, bias corrections folded in
   const std::size_t n = x.elements();
   if (n == 0) return;

@@ -33,36 +33,6 @@ class CudaBackend final : public Backend {
   std::vector<std::string> describe() const override;
   void set_threads(int) override {}  // the GPU's parallelism is not set in threads
 
-  using Backend::allocate;
-  Tensor allocate(Shape shape, Layout layout, Contents contents) override;
-  void upload(std::span<const float> host, Tensor& tensor) override;
-  void download(const Tensor& tensor, std::span<float> host) override;
-  std::size_t peak_device_bytes() const override { return peak_bytes_.load(); }
-
-  std::unique_ptr<ConvolutionLayer> plan_convolution(const LayerSpec& spec, const ConvWeights& weights,
-                                                     Shape input, Layout input_layout) override;
-  std::unique_ptr<PoolingLayer> plan_pooling(const LayerSpec& spec, Pooling pooling, Shape input) override;
-  std::unique_ptr<GramOperator> plan_gram(Shape features) override;
-  void convert(const Tensor& source, Tensor& destination) override;
-
-  double squared_distance(const Tensor& a, const Tensor& b, const Window& window, float grad_scale,
-                          Tensor* grad_a) override;
-  double total_variation(const Tensor& image, float weight, Tensor& grad, const Window& counted) override;
-  using Backend::total_variation;
-  void copy_window(const Tensor& source, const Window& window, Tensor& destination, int x, int y) override;
-
-  double dot(const Tensor& a, const Tensor& b) override;
-  double window_sum_abs(const Tensor& a, const Window& window) override;
-  double sum_abs(const Tensor& a) override;
-  double max_abs(const Tensor& a) override;
-  void fill(Tensor& a, float value) override;
-  void copy(const Tensor& source, Tensor& destination) override;
-  void scale(Tensor& a, float factor) override;
-  void axpy(float alpha, const Tensor& x, Tensor& y) override;
-  void subtract(const Tensor& a, const Tensor& b, Tensor& d) override;
-  void accumulate_double(const Tensor& values, std::span<double> sum) override;
-  void assign_from_double(std::span<const double> sum, Tensor& values) override;
-  void adam_update(Tensor& x, const Tensor& g, Tensor& m, Tensor& v, const AdamState& state) override;
 
   // --- for the layers (cuda_layers.cu)
   int device() const { return device_; }
@@ -85,6 +55,31 @@ class CudaBackend final : public Backend {
   int multiprocessors() const { return multiprocessors_; }
 
  private:
+  Tensor do_allocate(Shape shape, Layout layout, Contents contents) override;
+  void do_upload(std::span<const float> host, Tensor& tensor) override;
+  void do_download(const Tensor& tensor, std::span<float> host) override;
+  std::unique_ptr<ConvolutionLayer> do_plan_convolution(const LayerSpec& spec, const ConvWeights& weights, Shape input,
+                                                        Layout input_layout) override;
+  std::unique_ptr<PoolingLayer> do_plan_pooling(const LayerSpec& spec, Pooling pooling, Shape input) override;
+  std::unique_ptr<GramOperator> do_plan_gram(Shape features) override;
+  void do_convert(const Tensor& source, Tensor& destination) override;
+  double do_squared_distance(const Tensor& a, const Tensor& b, const Box& window, float grad_scale,
+                             Tensor* grad_a) override;
+  double do_window_sum_abs(const Tensor& a, const Box& window) override;
+  double do_total_variation(const Tensor& image, float weight, Tensor& grad, const Box& counted) override;
+  void do_copy_window(const Tensor& source, const Box& window, Tensor& destination, int x, int y) override;
+  double do_dot(const Tensor& a, const Tensor& b) override;
+  double do_sum_abs(const Tensor& a) override;
+  double do_max_abs(const Tensor& a) override;
+  void do_fill(Tensor& a, float value) override;
+  void do_copy(const Tensor& source, Tensor& destination) override;
+  void do_scale(Tensor& a, float factor) override;
+  void do_axpy(float alpha, const Tensor& x, Tensor& y) override;
+  void do_subtract(const Tensor& a, const Tensor& b, Tensor& d) override;
+  void do_accumulate_double(const Tensor& values, std::span<double> sum) override;
+  void do_assign_from_double(std::span<const double> sum, Tensor& values) override;
+  void do_adam_update(Tensor& x, const Tensor& g, Tensor& m, Tensor& v, const AdamState& state) override;
+
   // Reductions end in one double per launch: blocks write partial sums in
   // a fixed order and one block adds them, so a value never depends on
   // scheduling (tiled renders rely on bit-identical sums).
@@ -103,8 +98,6 @@ class CudaBackend final : public Backend {
   cudnnHandle_t cudnn_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   Precision precision_ = Precision::f32;
-  std::atomic<std::size_t> current_bytes_{0};
-  std::atomic<std::size_t> peak_bytes_{0};
 
   std::shared_ptr<void> workspace_;
   std::size_t workspace_bytes_ = 0;

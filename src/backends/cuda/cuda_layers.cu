@@ -488,25 +488,27 @@ __global__ void round_to_bf16_kernel(const float* from, __nv_bfloat16* to, std::
 // G = s F F^T is one product; a narrower window takes one per row, adding.
 class CudaGram final : public GramOperator {
  public:
-  CudaGram(CudaBackend& backend, Shape features) : backend_(backend), shape_(features), type_(backend.feature_type()) {
+  CudaGram(CudaBackend& backend, Shape features)
+      : GramOperator(features, backend.feature_type()), backend_(backend), shape_(features),
+        type_(backend.feature_type()) {
     if (type_ == DataType::bf16)
       // cuBLAS multiplies operands of one type: the adjoint's D (f32) is
       // rounded into this for the bf16 product F D.
       d_bf16_ = backend_.allocate_bytes(std::size_t(shape_.channels) * shape_.channels * 2);
   }
 
-  void forward(const Tensor& features, const Window& window, float scale, Tensor& gram) override {
-    check(features, window, gram);
-    const bool full_rows = window.x == 0 && window.width == shape_.width;
-    const int runs = full_rows ? 1 : window.height;
-    const int positions = full_rows ? int(window.area()) : window.width;
+
+ private:
+  void do_forward(const Tensor& features, const Box& window, float scale, Tensor& gram) override {
+    const bool full_rows = window.x0 == 0 && window.width() == shape_.width;
+    const int runs = full_rows ? 1 : window.height();
+    const int positions = full_rows ? int(window.area()) : window.width();
     for (int r = 0; r < runs; ++r)
-      gram_product(element(features, (std::size_t(window.y + r) * shape_.width + window.x) * shape_.channels),
+      gram_product(element(features, (std::size_t(window.y0 + r) * shape_.width + window.x0) * shape_.channels),
                    positions, scale, r == 0 ? 0.0f : 1.0f, gram.data());
   }
 
-  void forward_contiguous(const Tensor& features, const Window& window, float scale, Tensor& gram) override {
-    check(features, window, gram);
+  void do_forward_contiguous(const Tensor& features, const Box& window, float scale, Tensor& gram) override {
     const std::size_t element_bytes = bytes_per_element(type_);
     const std::size_t positions = window.area();
     if (block_capacity_ < positions) {
@@ -515,20 +517,17 @@ class CudaGram final : public GramOperator {
       block_ = backend_.allocate_bytes(positions * shape_.channels * element_bytes);
       block_capacity_ = positions;
     }
-    const std::size_t run_bytes = std::size_t(window.width) * shape_.channels * element_bytes;
+    const std::size_t run_bytes = std::size_t(window.width()) * shape_.channels * element_bytes;
     TESSERA_CUDA_CHECK(cudaMemcpy2DAsync(
         block_.get(), run_bytes,
-        element(features, (std::size_t(window.y) * shape_.width + window.x) * shape_.channels),
-        std::size_t(shape_.width) * shape_.channels * element_bytes, run_bytes, window.height,
+        element(features, (std::size_t(window.y0) * shape_.width + window.x0) * shape_.channels),
+        std::size_t(shape_.width) * shape_.channels * element_bytes, run_bytes, window.height(),
         cudaMemcpyDeviceToDevice, backend_.stream()));
     gram_product(block_.get(), int(positions), scale, 0.0f, gram.data());
   }
 
-  void backward(const Tensor& features, const Window& window, const Tensor& d, float scale,
-                Tensor& grad_features) override {
-    check(features, window, d);
-    if (!(grad_features.shape() == shape_) || grad_features.type() != type_)
-      fail("internal: Gram adjoint into a gradient of another shape or type");
+  void do_backward(const Tensor& features, const Box& window, const Tensor& d, float scale,
+                   Tensor& grad_features) override {
     const int c = shape_.channels;
     const void* d_operand = d.data();
     if (type_ == DataType::bf16) {
@@ -538,12 +537,12 @@ class CudaGram final : public GramOperator {
       TESSERA_CUDA_CHECK_LAUNCH("Gram adjoint rounding");
       d_operand = d_bf16_.get();
     }
-    const bool full_rows = window.x == 0 && window.width == shape_.width;
-    const int runs = full_rows ? 1 : window.height;
-    const int positions = full_rows ? int(window.area()) : window.width;
+    const bool full_rows = window.x0 == 0 && window.width() == shape_.width;
+    const int runs = full_rows ? 1 : window.height();
+    const int positions = full_rows ? int(window.area()) : window.width();
     const cudaDataType_t type = type_ == DataType::bf16 ? CUDA_R_16BF : CUDA_R_32F;
     const float one = 1.0f;
-    const std::size_t offset = (std::size_t(window.y) * shape_.width + window.x) * c;
+    const std::size_t offset = (std::size_t(window.y0) * shape_.width + window.x0) * c;
     // dF (C x P) += s D F; D is symmetric, so this is (F^T D)^T of the
     // row-major (P x C) view. A narrower window is one product per row, as
     // one batched call (rows are W x C apart; their outputs never overlap).
@@ -551,17 +550,6 @@ class CudaGram final : public GramOperator {
         backend_.cublas(), CUBLAS_OP_N, CUBLAS_OP_N, c, positions, c, &scale, d_operand, type, c, 0,
         element(features, offset), type, c, (long long)shape_.width * c, &one, element(grad_features, offset), type, c,
         (long long)shape_.width * c, runs, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-  }
-
- private:
-  void check(const Tensor& features, const Window& window, const Tensor& square) const {
-    if (!(features.shape() == shape_) || features.layout() != Layout::features || features.type() != type_)
-      fail("internal: Gram planned for ", shape_.describe(), " got ", features.shape().describe());
-    if (window.y < 0 || window.x < 0 || window.y + window.height > shape_.height ||
-        window.x + window.width > shape_.width || window.height <= 0 || window.width <= 0)
-      fail("internal: Gram window outside the feature map");
-    if (square.elements() != std::size_t(shape_.channels) * shape_.channels || square.type() != DataType::f32)
-      fail("internal: Gram matrix has the wrong size or type");
   }
 
   static void* element(const Tensor& t, std::size_t index) {
@@ -588,16 +576,16 @@ class CudaGram final : public GramOperator {
 
 }  // namespace
 
-std::unique_ptr<ConvolutionLayer> CudaBackend::plan_convolution(const LayerSpec& spec, const ConvWeights& weights,
+std::unique_ptr<ConvolutionLayer> CudaBackend::do_plan_convolution(const LayerSpec& spec, const ConvWeights& weights,
                                                                 Shape input, Layout input_layout) {
   return std::make_unique<CudaConvolution>(*this, spec, weights, input, input_layout);
 }
 
-std::unique_ptr<PoolingLayer> CudaBackend::plan_pooling(const LayerSpec& spec, Pooling pooling, Shape input) {
+std::unique_ptr<PoolingLayer> CudaBackend::do_plan_pooling(const LayerSpec& spec, Pooling pooling, Shape input) {
   return std::make_unique<CudaPooling>(*this, spec, pooling, input);
 }
 
-std::unique_ptr<GramOperator> CudaBackend::plan_gram(Shape features) {
+std::unique_ptr<GramOperator> CudaBackend::do_plan_gram(Shape features) {
   return std::make_unique<CudaGram>(*this, features);
 }
 
