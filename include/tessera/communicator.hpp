@@ -2,6 +2,7 @@
 // and every dot product the optimiser takes. One process is the trivial case.
 #pragma once
 
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -16,6 +17,16 @@ struct Transfer {
   std::span<float> data;
 };
 
+// An exchange begun and not yet complete (Communicator::begin_exchange):
+// its buffers stay untouched until finish(), which a destructor calls where
+// the caller did not (an error on the way: the messages must not outlive
+// their buffers).
+class PendingExchange {
+ public:
+  virtual ~PendingExchange() = default;
+  virtual void finish() = 0;
+};
+
 class Communicator {
  public:
   virtual ~Communicator() = default;
@@ -25,9 +36,14 @@ class Communicator {
   virtual void sum(std::span<double> values) = 0;
   virtual void sum(std::span<float> values) = 0;
   virtual double max(double value) = 0;
-  // Posts every receive and send (at most one message per peer each way),
-  // then waits for all of them.
-  virtual void exchange(const std::vector<Transfer>& sends, const std::vector<Transfer>& receives) = 0;
+  // Posts every receive and send (at most one message per peer each way)
+  // and returns at once, so that work can overlap the messages; finish()
+  // on the result waits for all of them.
+  virtual std::unique_ptr<PendingExchange> begin_exchange(const std::vector<Transfer>& sends,
+                                                          const std::vector<Transfer>& receives) = 0;
+  void exchange(const std::vector<Transfer>& sends, const std::vector<Transfer>& receives) {
+    begin_exchange(sends, receives)->finish();
+  }
   // Rank 0 receives every rank's `local` into `gathered` (in rank order);
   // sizes may differ between ranks. Other ranks get `gathered` empty.
   virtual void gather_to_root(std::span<const float> local, std::vector<float>& gathered) = 0;
@@ -57,8 +73,13 @@ class SingleProcess final : public Communicator {
   void sum(std::span<double>) override {}
   void sum(std::span<float>) override {}
   double max(double value) override { return value; }
-  void exchange(const std::vector<Transfer>& sends, const std::vector<Transfer>& receives) override {
+  std::unique_ptr<PendingExchange> begin_exchange(const std::vector<Transfer>& sends,
+                                                  const std::vector<Transfer>& receives) override {
+    struct Nothing final : PendingExchange {
+      void finish() override {}
+    };
     if (!sends.empty() || !receives.empty()) fail("internal: a single process has no peers to exchange with");
+    return std::make_unique<Nothing>();
   }
   void gather_to_root(std::span<const float> local, std::vector<float>& gathered) override {
     gathered.assign(local.begin(), local.end());

@@ -12,9 +12,11 @@
 
 #include "tessera/backend.hpp"
 #include "tessera/communicator.hpp"
+#include "tessera/halo_plan.hpp"
 #include "tessera/network.hpp"
 #include "tessera/objective.hpp"
 #include "tessera/rank_map.hpp"
+#include "tessera/tiled_image.hpp"
 #include "tessera/tiling.hpp"
 
 namespace tessera {
@@ -43,20 +45,12 @@ class TiledObjective {
                  ObjectiveSettings settings, Communicator& communicator);
   ~TiledObjective();
 
-  const TileGrid& grid() const { return grid_; }
-  const RankMap& ranks() const { return ranks_; }
-  // The length of this rank's vectors: its tiles' owned pixels, 3 planes each,
-  // one tile after another in tile order.
-  std::size_t local_elements() const { return local_elements_; }
-  // This rank's boxes written into a full planar 3 x H x W host image.
-  void place_local(const std::vector<float>& local, std::vector<float>& full) const;
-  // The same for the parts of another rank's tiles (for gathering).
-  void place_rank(int rank, const float* part, std::vector<float>& full) const;
-  std::size_t elements_of_rank(int rank) const;
-
-  // Every tile's owned and grown box, in tile order (with ranks()).
-  std::vector<Box> owned_boxes() const;
-  std::vector<Box> grown_boxes() const;
+  // The layout of this rank's vectors (the image, the gradient): its tiles'
+  // owned pixels, one tile after another in tile order.
+  const TiledImage& tiled_image() const { return image_; }
+  const TileGrid& grid() const { return image_.grid(); }
+  const RankMap& ranks() const { return image_.ranks(); }
+  std::size_t local_elements() const { return image_.local_elements(); }
   // Targets: the content image's crops on this rank's tiles' grown boxes
   // (input domain, planar, tile order: what scatter_boxes gives); each tile
   // keeps the content features of its grown box.
@@ -79,12 +73,10 @@ class TiledObjective {
  private:
   struct Planned;
   struct LocalTile;
-  struct HaloItem;
   // Makes `planned` the one network holding activations (out of core, a
   // rank keeps one tile's activations at a time) and runs the tile forward
   // unless its activations are already there.
   void forward_tile(std::size_t local);
-  void fill_halos(const Tensor& local_image);
   // A box of the image (on the block grid) as a window of a tile's feature
   // map at this stride: the positions q whose pixel q * stride lies in the
   // box, clipped to the whole image's map.
@@ -98,33 +90,18 @@ class TiledObjective {
   const Architecture& arch_;
   ObjectiveSettings settings_;
   Communicator& communicator_;
-  TileGrid grid_;
-  RankMap ranks_;
+  TiledImage image_;
   std::vector<std::string> taps_;
   std::vector<MapSize> global_content_, global_style_;
   std::vector<int> content_stride_, style_stride_;
   std::map<std::pair<int, int>, std::unique_ptr<Planned>> planned_;
   std::vector<LocalTile> tiles_;
-  std::size_t local_elements_ = 0;
-  std::vector<HaloItem> halo_;
-  std::vector<std::vector<float>> send_buffers_, receive_buffers_;
-  std::vector<int> send_peers_, receive_peers_;
+  std::unique_ptr<HaloPlan> halo_;
   StyleTargets targets_;
   std::vector<Tensor> grams_, scratch_, differences_;
   std::vector<double> gram_sums_;  // every style layer's Gram sum in double: one all-reduce
   std::vector<std::size_t> gram_offsets_;
   Times times_;
 };
-
-}  // namespace tessera
-
-namespace tessera {
-
-// Rank 0 holds a whole planar 3 x height x width image (`whole`; empty on
-// the other ranks); every rank receives the crops of the boxes it owns (3
-// planes each), one after another in box order. Images are read once and
-// scattered: no other rank ever holds the whole image.
-std::vector<float> scatter_boxes(Communicator& communicator, const std::vector<float>& whole, int width,
-                                 int height, const std::vector<Box>& boxes, const RankMap& owners);
 
 }  // namespace tessera

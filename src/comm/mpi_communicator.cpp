@@ -69,17 +69,41 @@ double MpiCommunicator::max(double value) {
   return value;
 }
 
-void MpiCommunicator::exchange(const std::vector<Transfer>& sends, const std::vector<Transfer>& receives) {
+namespace {
+
+class MpiExchange final : public PendingExchange {
+ public:
+  explicit MpiExchange(std::size_t count) : requests_(count, MPI_REQUEST_NULL) {}
+  ~MpiExchange() override {
+    // Unfinished only when an error is on its way up: wait without a second
+    // error, so that no message lands in a buffer already freed.
+    if (!finished_) (void)MPI_Waitall(int(requests_.size()), requests_.data(), MPI_STATUSES_IGNORE);
+  }
+  MPI_Request* request(std::size_t i) { return &requests_[i]; }
+  void finish() override {
+    finished_ = true;
+    TESSERA_MPI(MPI_Waitall(int(requests_.size()), requests_.data(), MPI_STATUSES_IGNORE));
+  }
+
+ private:
+  std::vector<MPI_Request> requests_;
+  bool finished_ = false;
+};
+
+}  // namespace
+
+std::unique_ptr<PendingExchange> MpiCommunicator::begin_exchange(const std::vector<Transfer>& sends,
+                                                                 const std::vector<Transfer>& receives) {
   constexpr int kHaloTag = 7001;
-  std::vector<MPI_Request> requests(sends.size() + receives.size(), MPI_REQUEST_NULL);
+  auto pending = std::make_unique<MpiExchange>(sends.size() + receives.size());
   std::size_t r = 0;
   for (const auto& receive : receives)
     TESSERA_MPI(MPI_Irecv(receive.data.data(), count_of(receive.data.size()), MPI_FLOAT, receive.peer, kHaloTag,
-                          MPI_COMM_WORLD, &requests[r++]));
+                          MPI_COMM_WORLD, pending->request(r++)));
   for (const auto& send : sends)
     TESSERA_MPI(MPI_Isend(send.data.data(), count_of(send.data.size()), MPI_FLOAT, send.peer, kHaloTag,
-                          MPI_COMM_WORLD, &requests[r++]));
-  TESSERA_MPI(MPI_Waitall(int(requests.size()), requests.data(), MPI_STATUSES_IGNORE));
+                          MPI_COMM_WORLD, pending->request(r++)));
+  return pending;
 }
 
 void MpiCommunicator::gather_to_root(std::span<const float> local, std::vector<float>& gathered) {

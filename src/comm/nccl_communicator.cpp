@@ -111,9 +111,28 @@ double NcclCommunicator::max(double value) {
   return value;
 }
 
-void NcclCommunicator::exchange(const std::vector<Transfer>& sends, const std::vector<Transfer>& receives) {
+std::unique_ptr<PendingExchange> NcclCommunicator::begin_exchange(const std::vector<Transfer>& sends,
+                                                                  const std::vector<Transfer>& receives) {
+  // The transfers are queued on the communicator's stream; finishing waits
+  // for that stream.
+  class NcclExchange final : public PendingExchange {
+   public:
+    explicit NcclExchange(State& state) : state_(state) {}
+    ~NcclExchange() override {
+      if (!finished_) (void)cudaStreamSynchronize(state_.stream);
+    }
+    void finish() override {
+      finished_ = true;
+      state_.after();
+    }
+
+   private:
+    State& state_;
+    bool finished_ = false;
+  };
   State& s = *state_;
   s.before();
+  auto pending = std::make_unique<NcclExchange>(s);
   // One group: NCCL matches each send with its peer's receive whatever the
   // order, as MPI's posted receives do.
   TESSERA_NCCL_CHECK(ncclGroupStart());
@@ -122,7 +141,7 @@ void NcclCommunicator::exchange(const std::vector<Transfer>& sends, const std::v
   for (const auto& t : sends)
     TESSERA_NCCL_CHECK(ncclSend(t.data.data(), t.data.size(), ncclFloat, t.peer, s.comm, s.stream));
   TESSERA_NCCL_CHECK(ncclGroupEnd());
-  s.after();
+  return pending;
 }
 
 void NcclCommunicator::gather_to_root(std::span<const float> local, std::vector<float>& gathered) {

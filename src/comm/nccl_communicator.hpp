@@ -31,7 +31,8 @@ class NcclCommunicator final : public Communicator {
   void sum(std::span<double> values) override;
   void sum(std::span<float> values) override;
   double max(double value) override;
-  void exchange(const std::vector<Transfer>& sends, const std::vector<Transfer>& receives) override;
+  std::unique_ptr<PendingExchange> begin_exchange(const std::vector<Transfer>& sends,
+                                                  const std::vector<Transfer>& receives) override;
   void gather_to_root(std::span<const float> local, std::vector<float>& gathered) override;
   void broadcast(std::vector<float>& values) override;
   using Communicator::broadcast;

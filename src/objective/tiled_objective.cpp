@@ -27,19 +27,6 @@ struct TiledObjective::LocalTile {
   std::vector<Tensor> content_targets;
 };
 
-// A box of pixels one tile owns that another's halo needs. Local copies go
-// device to device; remote ones through the per-peer buffers, packed in plan
-// order (the same order on both sides).
-struct TiledObjective::HaloItem {
-  enum Kind { local_copy, send, receive } kind = local_copy;
-  int from_local = -1;  // local tile index owning the pixels (local_copy, send)
-  int to_local = -1;    // local tile index whose halo needs them (local_copy, receive)
-  Box box;              // in image pixels
-  int peer = -1;        // send, receive
-  std::size_t buffer_offset = 0;
-  Tensor staging;       // 3 x box, for send and receive
-};
-
 namespace {
 
 // `box` in the coordinates of `frame` (a tile's grown or owned box).
@@ -70,32 +57,30 @@ double style_gradient_scale(double weight, const MapSize& map) {
 TiledObjective::TiledObjective(Backend& backend, const Architecture& arch, const WeightSet& weights, TileGrid grid,
                                RankMap ranks, ObjectiveSettings settings, Communicator& communicator)
     : backend_(backend), arch_(arch), settings_(std::move(settings)), communicator_(communicator),
-      grid_(std::move(grid)), ranks_(std::move(ranks)) {
-  if (ranks_.tile_count() != int(grid_.tiles.size())) fail("internal: one owner per tile needed");
+      image_(std::move(grid), std::move(ranks), communicator.rank()) {
   if (settings_.content_layers.empty() && settings_.style_layers.empty()) fail("no content or style layer given");
   taps_ = settings_.layers();
   for (const auto& layer : settings_.content_layers) {
-    global_content_.push_back(feature_map_size(arch_, layer, grid_.height, grid_.width));
+    global_content_.push_back(feature_map_size(arch_, layer, image_.grid().height, image_.grid().width));
     content_stride_.push_back(receptive_field(arch_, layer).stride_px);
   }
   for (const auto& layer : settings_.style_layers) {
-    global_style_.push_back(feature_map_size(arch_, layer, grid_.height, grid_.width));
+    global_style_.push_back(feature_map_size(arch_, layer, image_.grid().height, image_.grid().width));
     style_stride_.push_back(receptive_field(arch_, layer).stride_px);
   }
   for (const auto& size : global_content_)
-    if (size.channels == 0) fail("the image (", grid_.width, "x", grid_.height, ") is too small for this network");
+    if (size.channels == 0) fail("the image (", image_.grid().width, "x", image_.grid().height, ") is too small for this network");
   for (const auto& size : global_style_)
-    if (size.channels == 0) fail("the image (", grid_.width, "x", grid_.height, ") is too small for this network");
+    if (size.channels == 0) fail("the image (", image_.grid().width, "x", image_.grid().height, ") is too small for this network");
 
   // This rank's tiles, their networks (planned now, while the weights are at
   // hand) and their slices of the rank's vectors.
   const int me = communicator_.rank();
-  for (const Tile& tile : grid_.tiles) {
-    if (ranks_.rank_of(tile.index) != me) continue;
+  for (const Tile& tile : image_.grid().tiles) {
+    if (image_.ranks().rank_of(tile.index) != me) continue;
     LocalTile local;
     local.tile = tile;
-    local.offset = local_elements_;
-    local_elements_ += 3 * std::size_t(tile.owned.area());
+    local.offset = image_.offset(int(tiles_.size()));
     auto key = std::make_pair(tile.grown.height(), tile.grown.width());
     auto& planned = planned_[key];
     if (!planned) {
@@ -130,52 +115,11 @@ TiledObjective::TiledObjective(Backend& backend, const Architecture& arch, const
   // ... and the content and TV loss values after them: one all-reduce per
   // evaluation carries every global sum.
   gram_sums_.resize(gram_sums_.size() + 2);
-  for (const Box& block : grid_.blocks())
+  for (const Box& block : image_.grid().blocks())
     for (auto& t : tiles_)
       if (t.tile.owned.contains(block)) t.blocks.push_back(block);
 
-  // The halo plan, built once: who needs which owned box from whom.
-  std::map<int, int> local_index;
-  for (std::size_t i = 0; i < tiles_.size(); ++i) local_index[tiles_[i].tile.index] = int(i);
-  std::map<int, std::size_t> send_size, receive_size;
-  for (const Tile& needing : grid_.tiles)
-    for (const Tile& owning : grid_.tiles) {
-      Box box = owning.owned.intersect(needing.grown);
-      if (box.empty()) continue;
-      bool need_here = ranks_.rank_of(needing.index) == me, own_here = ranks_.rank_of(owning.index) == me;
-      HaloItem item;
-      item.box = box;
-      if (need_here && own_here) {
-        item.kind = HaloItem::local_copy;
-        item.from_local = local_index[owning.index];
-        item.to_local = local_index[needing.index];
-      } else if (own_here) {
-        item.kind = HaloItem::send;
-        item.from_local = local_index[owning.index];
-        item.peer = ranks_.rank_of(needing.index);
-        item.buffer_offset = send_size[item.peer];
-        send_size[item.peer] += 3 * std::size_t(box.area());
-      } else if (need_here) {
-        item.kind = HaloItem::receive;
-        item.to_local = local_index[needing.index];
-        item.peer = ranks_.rank_of(owning.index);
-        item.buffer_offset = receive_size[item.peer];
-        receive_size[item.peer] += 3 * std::size_t(box.area());
-      } else {
-        continue;
-      }
-      if (item.kind != HaloItem::local_copy)
-        item.staging = backend_.allocate({3, box.height(), box.width()}, Layout::planar, Backend::Contents::unset);
-      halo_.push_back(std::move(item));
-    }
-  for (auto& [peer, size] : send_size) {
-    send_peers_.push_back(peer);
-    send_buffers_.emplace_back(size);
-  }
-  for (auto& [peer, size] : receive_size) {
-    receive_peers_.push_back(peer);
-    receive_buffers_.emplace_back(size);
-  }
+  halo_ = std::make_unique<HaloPlan>(backend_, communicator_, image_);
 }
 
 TiledObjective::~TiledObjective() = default;
@@ -190,77 +134,6 @@ void TiledObjective::forward_tile(std::size_t i) {
     }
   t.planned->network->forward(t.grown_image);
   t.planned->resident = int(i);
-}
-
-std::vector<Box> TiledObjective::owned_boxes() const {
-  std::vector<Box> boxes;
-  for (const Tile& tile : grid_.tiles) boxes.push_back(tile.owned);
-  return boxes;
-}
-
-std::vector<Box> TiledObjective::grown_boxes() const {
-  std::vector<Box> boxes;
-  for (const Tile& tile : grid_.tiles) boxes.push_back(tile.grown);
-  return boxes;
-}
-
-std::vector<float> scatter_boxes(Communicator& communicator, const std::vector<float>& whole, int width,
-                                 int height, const std::vector<Box>& boxes, const RankMap& owners) {
-  const int me = communicator.rank(), ranks = communicator.size();
-  const std::size_t plane = std::size_t(width) * height;
-  std::vector<std::size_t> size_of(ranks, 0);
-  for (std::size_t b = 0; b < boxes.size(); ++b) size_of[owners.rank_of(int(b))] += 3 * std::size_t(boxes[b].area());
-  std::vector<std::vector<float>> outgoing(ranks);
-  if (me == 0) {
-    if (whole.size() != 3 * plane) fail("internal: scatter_boxes needs the whole image on rank 0");
-    for (int r = 0; r < ranks; ++r) outgoing[r].reserve(size_of[r]);
-    for (std::size_t b = 0; b < boxes.size(); ++b) {
-      const Box& box = boxes[b];
-      auto& out = outgoing[owners.rank_of(int(b))];
-      for (int c = 0; c < 3; ++c)
-        for (int y = box.y0; y < box.y1; ++y) {
-          const float* row = whole.data() + c * plane + std::size_t(y) * width + box.x0;
-          out.insert(out.end(), row, row + box.width());
-        }
-    }
-  }
-  std::vector<float> mine;
-  std::vector<Transfer> sends, receives;
-  if (me == 0) {
-    for (int r = 1; r < ranks; ++r)
-      if (size_of[r] > 0) sends.push_back({r, outgoing[r]});
-    mine = std::move(outgoing[0]);
-  } else if (size_of[me] > 0) {
-    mine.resize(size_of[me]);
-    receives.push_back({0, mine});
-  }
-  communicator.exchange(sends, receives);
-  return mine;
-}
-
-std::size_t TiledObjective::elements_of_rank(int rank) const {
-  std::size_t count = 0;
-  for (const Tile& tile : grid_.tiles)
-    if (ranks_.rank_of(tile.index) == rank) count += 3 * std::size_t(tile.owned.area());
-  return count;
-}
-
-void TiledObjective::place_rank(int rank, const float* part, std::vector<float>& full) const {
-  const std::size_t plane = std::size_t(grid_.width) * grid_.height;
-  full.resize(3 * plane);
-  for (const Tile& tile : grid_.tiles) {
-    if (ranks_.rank_of(tile.index) != rank) continue;
-    const Box& b = tile.owned;
-    for (int c = 0; c < 3; ++c)
-      for (int y = b.y0; y < b.y1; ++y) {
-        std::copy_n(part, b.width(), full.data() + c * plane + std::size_t(y) * grid_.width + b.x0);
-        part += b.width();
-      }
-  }
-}
-
-void TiledObjective::place_local(const std::vector<float>& local, std::vector<float>& full) const {
-  place_rank(communicator_.rank(), local.data(), full);
 }
 
 void TiledObjective::set_content(const std::vector<float>& grown_crops) {
@@ -290,59 +163,19 @@ void TiledObjective::set_style_targets(StyleTargets targets) {
   targets_ = std::move(targets);
 }
 
-void TiledObjective::fill_halos(const Tensor& local_image) {
-  auto owned_slice = [&](int local) {
-    const auto& t = tiles_[local];
-    return local_image.slice(t.offset, {3, t.tile.owned.height(), t.tile.owned.width()});
-  };
-  // Send first (pack), then exchange, then place everything.
-  for (auto& item : halo_) {
-    if (item.kind != HaloItem::send) continue;
-    const auto& from = tiles_[item.from_local].tile;
-    backend_.copy_window(owned_slice(item.from_local), window_in(item.box, from.owned), item.staging, 0, 0);
-    auto peer = std::find(send_peers_.begin(), send_peers_.end(), item.peer) - send_peers_.begin();
-    backend_.download(item.staging, std::span<float>(send_buffers_[peer].data() + item.buffer_offset,
-                                                     item.staging.elements()));
-  }
-  if (!send_peers_.empty() || !receive_peers_.empty()) {
-    std::vector<Transfer> sends, receives;
-    for (std::size_t i = 0; i < send_peers_.size(); ++i) sends.push_back({send_peers_[i], send_buffers_[i]});
-    for (std::size_t i = 0; i < receive_peers_.size(); ++i)
-      receives.push_back({receive_peers_[i], receive_buffers_[i]});
-    communicator_.exchange(sends, receives);
-  }
-  for (auto& item : halo_) {
-    if (item.kind == HaloItem::send) continue;
-    auto& to = tiles_[item.to_local];
-    Box destination = window_in(item.box, to.tile.grown);
-    if (item.kind == HaloItem::local_copy) {
-      const auto& from = tiles_[item.from_local].tile;
-      backend_.copy_window(owned_slice(item.from_local), window_in(item.box, from.owned), to.grown_image,
-                           destination.x0, destination.y0);
-    } else {
-      auto peer = std::find(receive_peers_.begin(), receive_peers_.end(), item.peer) - receive_peers_.begin();
-      backend_.upload(std::span<const float>(receive_buffers_[peer].data() + item.buffer_offset,
-                                             item.staging.elements()),
-                      item.staging);
-      backend_.copy_window(item.staging, whole_map(item.staging.shape()), to.grown_image, destination.x0,
-                           destination.y0);
-    }
-  }
-}
-
 Box TiledObjective::features_of(const Box& box, const LocalTile& t, int stride, const MapSize& global) const {
-  return feature_window(box, t.tile.grown, stride, global.height, global.width, grid_.width, grid_.height);
+  return feature_window(box, t.tile.grown, stride, global.height, global.width, image_.grid().width, image_.grid().height);
 }
 
 LossTerms TiledObjective::evaluate(const Tensor& local_image, Tensor& local_gradient) {
-  if (local_image.elements() != local_elements_ || local_gradient.elements() != local_elements_)
+  if (local_image.elements() != local_elements() || local_gradient.elements() != local_elements())
     fail("internal: tiled vectors of the wrong size");
   if (!settings_.style_layers.empty() && targets_.grams.empty()) fail("internal: style targets not set");
   using clock = std::chrono::steady_clock;
   auto seconds_since = [](clock::time_point start) { return std::chrono::duration<double>(clock::now() - start).count(); };
   auto start = clock::now();
   times_ = {};
-  fill_halos(local_image);
+  halo_->fill(local_image, [&](int local) -> Tensor& { return tiles_[local].grown_image; });
   times_.halo = seconds_since(start);
 
   // Pass 1: statistics over owned positions.

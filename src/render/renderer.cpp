@@ -42,7 +42,8 @@ Renderer::Renderer(Backend& backend, Communicator& communicator, RenderSettings 
   // share memory with the render's activations.
   if (!settings_.objective.content_layers.empty())
     objective_->set_content(scatter_boxes(communicator_, root ? to_input_domain(inputs_.content) : std::vector<float>(),
-                                          width, height, objective_->grown_boxes(), objective_->ranks()));
+                                          width, height, objective_->tiled_image().grown_boxes(),
+                                          objective_->ranks()));
 
   // The starting image, made whole on rank 0 (the same on any rank count)
   // and scattered: each rank keeps its tiles' owned pixels. A start given
@@ -80,7 +81,7 @@ Renderer::Renderer(Backend& backend, Communicator& communicator, RenderSettings 
   image_ = backend_.allocate(local, Layout::planar, Backend::Contents::unset);
   std::vector<float> owned =
       given_in_parts ? std::move(inputs_.local_start)
-                     : scatter_boxes(communicator_, start, width, height, objective_->owned_boxes(), objective_->ranks());
+                     : objective_->tiled_image().scatter(communicator_, start);
   start = {};
   if (owned.size() != objective_->local_elements())
     fail("internal: the start image has ", owned.size(), " values on rank ", communicator_.rank(), " for ",
@@ -200,18 +201,9 @@ int Renderer::run(const std::function<bool(const IterationReport&)>& on_iteratio
 }
 
 std::vector<float> Renderer::gather_whole(const Tensor& local_tensor) const {
-  std::vector<float> local(local_tensor.elements()), gathered;
+  std::vector<float> local(local_tensor.elements());
   backend_.download(local_tensor, local);
-  communicator_.gather_to_root(local, gathered);
-  if (communicator_.rank() != 0) return {};
-  const TileGrid& grid = objective_->grid();
-  std::vector<float> whole(3 * std::size_t(grid.width) * grid.height);
-  const float* part = gathered.data();
-  for (int rank = 0; rank < communicator_.size(); ++rank) {
-    objective_->place_rank(rank, part, whole);
-    part += objective_->elements_of_rank(rank);
-  }
-  return whole;
+  return objective_->tiled_image().gather(communicator_, local);
 }
 
 void Renderer::scatter_whole(const std::vector<float>& whole, const std::string& name, Tensor& local) {
@@ -219,8 +211,7 @@ void Renderer::scatter_whole(const std::vector<float>& whole, const std::string&
   if (communicator_.rank() == 0 && whole.size() != 3 * std::size_t(grid.width) * grid.height)
     fail("saved vector '", name, "' has ", whole.size(), " values; this render's ", grid.width, "x", grid.height,
          " image needs ", 3 * std::size_t(grid.width) * grid.height);
-  auto owned = scatter_boxes(communicator_, whole, grid.width, grid.height, objective_->owned_boxes(),
-                             objective_->ranks());
+  auto owned = objective_->tiled_image().scatter(communicator_, whole);
   if (owned.size() != local.elements()) fail("internal: scattered ", owned.size(), " values for ", local.elements());
   backend_.upload(owned, local);
 }

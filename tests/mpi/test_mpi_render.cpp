@@ -9,6 +9,9 @@
 #include "support/test_support.hpp"
 #include "tessera/backend.hpp"
 #include "tessera/box_copy.hpp"
+#include "tessera/halo_plan.hpp"
+#include "tessera/tiled_image.hpp"
+#include "tessera/model.hpp"
 #include "tessera/render.hpp"
 
 namespace tessera {
@@ -74,6 +77,49 @@ TEST(MpiBoxCopy, MovesPixelsBetweenLayouts) {
   const std::vector<float> local = values_of(from, from_owners);
   std::vector<float> moved = copy_boxes(*g_world, 3, from, from_owners, local, to, to_owners);
   EXPECT_EQ(moved, values_of(to, to_owners)) << "rank " << g_world->rank();
+}
+
+// The halo plan under mpirun: every grown image of every rank's tiles holds
+// the image's pixels over its whole box once finish() returns, the copies
+// between a rank's own tiles already after begin().
+TEST(MpiHaloPlan, FillsEveryGrownImageFromItsOwners) {
+  const int width = 70, height = 52, ranks = g_world->size();
+  auto value = [](int c, int y, int x) { return float(c * 100000 + y * 100 + x); };
+  const Architecture& arch = architecture("vgg19");
+  TileGrid grid = TileGrid::for_layers(arch, {"relu1_1", "relu2_1"}, width, height, 2, ranks, -1);
+  RankMap owners = RankMap::contiguous(int(grid.tiles.size()), ranks);
+  auto backend = make_backend("cpu");
+  std::vector<float> local;
+  std::vector<Tensor> grown;
+  for (const Tile& tile : grid.tiles) {
+    if (owners.rank_of(tile.index) != g_world->rank()) continue;
+    for (int c = 0; c < 3; ++c)
+      for (int y = tile.owned.y0; y < tile.owned.y1; ++y)
+        for (int x = tile.owned.x0; x < tile.owned.x1; ++x) local.push_back(value(c, y, x));
+    grown.push_back(backend->allocate({3, tile.grown.height(), tile.grown.width()}, Layout::planar));
+    backend->fill(grown.back(), -1.0f);
+  }
+  Tensor image = backend->allocate({int(local.size()), 1, 1}, Layout::planar);
+  backend->upload(local, image);
+  const TiledImage tiled(grid, owners, g_world->rank());
+  HaloPlan plan(*backend, *g_world, tiled);
+  plan.begin(image, [&](int i) -> Tensor& { return grown[i]; });
+  plan.finish();
+  int i = 0, wrong = 0;
+  for (const Tile& tile : grid.tiles) {
+    if (owners.rank_of(tile.index) != g_world->rank()) continue;
+    std::vector<float> values(grown[i].elements());
+    backend->download(grown[i++], values);
+    std::size_t k = 0;
+    for (int c = 0; c < 3; ++c)
+      for (int y = tile.grown.y0; y < tile.grown.y1; ++y)
+        for (int x = tile.grown.x0; x < tile.grown.x1; ++x) wrong += values[k++] != value(c, y, x);
+  }
+  EXPECT_EQ(wrong, 0) << "rank " << g_world->rank();
+  // A second begin before finish is a mistake, not a silent overwrite.
+  plan.begin(image, [&](int j) -> Tensor& { return grown[j]; });
+  EXPECT_THROW(plan.begin(image, [&](int j) -> Tensor& { return grown[j]; }), Error);
+  plan.finish();
 }
 
 }  // namespace

@@ -948,15 +948,15 @@ TEST(ObjectiveGradient, NormalisedGradientsMatchTheReferenceOnAnyTiling) {
     TileGrid grid = TileGrid::make(w, h, rows, columns, stride, halo_width_for(arch, layers),
                                    reduction_block_for(w, h, stride));
     TiledObjective tiled(*backend, arch, weights, grid, RankMap::contiguous(rows * columns, 1), settings, single);
-    tiled.set_content(scatter_boxes(single, content, w, h, tiled.grown_boxes(), tiled.ranks()));
+    tiled.set_content(scatter_boxes(single, content, w, h, tiled.tiled_image().grown_boxes(), tiled.ranks()));
     tiled.set_style_targets(targets());
     Tensor local = backend->allocate({int(tiled.local_elements()), 1, 1}, Layout::planar);
-    backend->upload(scatter_boxes(single, x, w, h, tiled.owned_boxes(), tiled.ranks()), local);
+    backend->upload(scatter_boxes(single, x, w, h, tiled.tiled_image().owned_boxes(), tiled.ranks()), local);
     Tensor local_gradient = backend->allocate(local.shape(), Layout::planar);
     tiled.evaluate(local, local_gradient);
     std::vector<float> gradient_local(local.elements()), gradient(shape.elements());
     backend->download(local_gradient, gradient_local);
-    tiled.place_local(gradient_local, gradient);
+    tiled.tiled_image().place(0, gradient_local.data(), gradient);
     EXPECT_LT(relative_error(gradient, expected), 1e-5);
   }
 }

@@ -123,18 +123,18 @@ void check_case(const std::string& case_name, const WeightSet& weights, const st
     SCOPED_TRACE("tiled " + std::to_string(rows) + "x" + std::to_string(columns));
     TileGrid grid = TileGrid::for_layers(arch, settings.layers(), w, h, rows, columns);
     TiledObjective tiled(*backend, arch, weights, grid, RankMap::contiguous(rows * columns, 1), settings, single);
-    tiled.set_content(scatter_boxes(single, content_values, w, h, tiled.grown_boxes(), tiled.ranks()));
+    tiled.set_content(scatter_boxes(single, content_values, w, h, tiled.tiled_image().grown_boxes(), tiled.ranks()));
     tiled.set_style_targets(tiled_style_targets(*backend, arch, weights, Pooling::max, settings.style_layers,
                                                 {StyleImage{sw, sh, style_values}}, {1.0f}, rows, columns, single));
     Tensor local = backend->allocate({int(tiled.local_elements()), 1, 1}, Layout::planar);
-    backend->upload(scatter_boxes(single, x_values, w, h, tiled.owned_boxes(), tiled.ranks()), local);
+    backend->upload(scatter_boxes(single, x_values, w, h, tiled.tiled_image().owned_boxes(), tiled.ranks()), local);
     Tensor local_gradient = backend->allocate(local.shape(), Layout::planar);
     LossTerms got = tiled.evaluate(local, local_gradient);
     EXPECT_NEAR(got.content, double(expected["content"]), kTolerance * double(expected["content"]));
     EXPECT_NEAR(got.style, double(expected["style"]), kTolerance * double(expected["style"]));
     EXPECT_NEAR(got.tv, double(expected["tv"]), kTolerance * double(expected["tv"]));
     std::vector<float> placed(shape.elements());
-    tiled.place_local(download(*backend, local_gradient), placed);
+    tiled.tiled_image().place(0, download(*backend, local_gradient).data(), placed);
     EXPECT_LT(max_relative_difference(placed, golden.array("gradient")), kTolerance);
   }
 }

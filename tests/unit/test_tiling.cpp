@@ -182,12 +182,12 @@ TEST(TiledObjective, MatchesTheWholeImageObjective) {
     TileGrid grid = TileGrid::make(w, h, rows, columns, stride, halo_width_for(arch, layers),
                                    reduction_block_for(w, h, stride));
     TiledObjective tiled(*backend, arch, weights, grid, RankMap::contiguous(rows * columns, 1), settings, single);
-    tiled.set_content(scatter_boxes(single, content_values, w, h, tiled.grown_boxes(), tiled.ranks()));
+    tiled.set_content(scatter_boxes(single, content_values, w, h, tiled.tiled_image().grown_boxes(), tiled.ranks()));
     tiled.set_style_targets(
         testing::whole_image_style_targets(*backend, arch, weights, Pooling::max, settings.style_layers, {&style},
                                            {1.0f}));
     Tensor local = backend->allocate({int(tiled.local_elements()), 1, 1}, Layout::planar);
-    backend->upload(scatter_boxes(single, x_values, w, h, tiled.owned_boxes(), tiled.ranks()), local);
+    backend->upload(scatter_boxes(single, x_values, w, h, tiled.tiled_image().owned_boxes(), tiled.ranks()), local);
     Tensor local_gradient = backend->allocate(local.shape(), Layout::planar);
     LossTerms got = tiled.evaluate(local, local_gradient);
     EXPECT_NEAR(got.content, expected.content, 1e-5 * expected.content);
@@ -195,7 +195,7 @@ TEST(TiledObjective, MatchesTheWholeImageObjective) {
     EXPECT_NEAR(got.tv, expected.tv, 1e-5 * expected.tv);
     std::vector<float> gradient_local(local.elements()), gradient(shape.elements());
     backend->download(local_gradient, gradient_local);
-    tiled.place_local(gradient_local, gradient);
+    tiled.tiled_image().place(0, gradient_local.data(), gradient);
     EXPECT_LT(testing::max_relative_difference(gradient, expected_gradient), 1e-5);
   }
 }

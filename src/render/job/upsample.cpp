@@ -18,7 +18,7 @@ std::vector<float> upsample_for_next_scale(Renderer& renderer, const RenderLayou
   // Each channel is clamped to the range it has over the whole image, as
   // io::resize_image does, so that the filters' ringing adds no new values.
   float low[3], high[3];
-  const std::vector<Box> from_boxes = objective.owned_boxes();
+  const std::vector<Box> from_boxes = objective.tiled_image().owned_boxes();
   std::size_t at = 0;
   for (int c = 0; c < 3; ++c) {
     low[c] = std::numeric_limits<float>::infinity();
