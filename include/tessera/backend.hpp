@@ -170,7 +170,6 @@ class Backend {
   // --- vectors (any layout; element-wise over all elements)
   double dot(const Tensor& a, const Tensor& b);
   double sum_abs(const Tensor& a);
-  double max_abs(const Tensor& a);
   void fill(Tensor& a, float value);
   void copy(const Tensor& source, Tensor& destination);
   void scale(Tensor& a, float factor);
@@ -212,7 +211,6 @@ class Backend {
   virtual void do_copy_window(const Tensor& source, const Box& window, Tensor& destination, int x, int y) = 0;
   virtual double do_dot(const Tensor& a, const Tensor& b) = 0;
   virtual double do_sum_abs(const Tensor& a) = 0;
-  virtual double do_max_abs(const Tensor& a) = 0;
   virtual void do_fill(Tensor& a, float value) = 0;
   virtual void do_copy(const Tensor& source, Tensor& destination) = 0;
   virtual void do_scale(Tensor& a, float factor) = 0;

@@ -188,11 +188,6 @@ double Backend::sum_abs(const Tensor& a) {
   return do_sum_abs(a);
 }
 
-double Backend::max_abs(const Tensor& a) {
-  require_f32(a, "max_abs");
-  return do_max_abs(a);
-}
-
 void Backend::fill(Tensor& a, float value) { do_fill(a, value); }
 
 void Backend::copy(const Tensor& source, Tensor& destination) {

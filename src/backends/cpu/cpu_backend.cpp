@@ -309,15 +309,6 @@ double CpuBackend::do_sum_abs(const Tensor& a) {
   return total;
 }
 
-double CpuBackend::do_max_abs(const Tensor& a) {
-  const float* pa = a.data();
-  const std::size_t n = a.elements();
-  float largest = 0.0f;
-#pragma omp parallel for reduction(max : largest) schedule(static)
-  for (std::size_t i = 0; i < n; ++i) largest = std::max(largest, std::abs(pa[i]));
-  return largest;
-}
-
 void CpuBackend::do_fill(Tensor& a, float value) {
   const ElementView pa(a);
   const std::size_t n = a.elements();

@@ -74,7 +74,6 @@ class CpuBackend final : public Backend {
   void do_copy_window(const Tensor& source, const Box& window, Tensor& destination, int x, int y) override;
   double do_dot(const Tensor& a, const Tensor& b) override;
   double do_sum_abs(const Tensor& a) override;
-  double do_max_abs(const Tensor& a) override;
   void do_fill(Tensor& a, float value) override;
   void do_copy(const Tensor& source, Tensor& destination) override;
   void do_scale(Tensor& a, float factor) override;

@@ -49,34 +49,6 @@ __global__ void sum_partials(const double* partials, int count, double* result) 
   if (threadIdx.x == 0) *result = total;
 }
 
-__global__ void max_abs_partials(const float* a, std::size_t n, double* partials) {
-  __shared__ float shared[kThreadsPerBlock];
-  float largest = 0.0f;
-  for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < n;
-       i += std::size_t(gridDim.x) * blockDim.x)
-    largest = fmaxf(largest, fabsf(a[i]));
-  shared[threadIdx.x] = largest;
-  __syncthreads();
-  for (int half = kThreadsPerBlock / 2; half > 0; half /= 2) {
-    if (threadIdx.x < half) shared[threadIdx.x] = fmaxf(shared[threadIdx.x], shared[threadIdx.x + half]);
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) partials[blockIdx.x] = shared[0];
-}
-
-__global__ void max_of_partials(const double* partials, int count, double* result) {
-  __shared__ double shared[kThreadsPerBlock];
-  double largest = 0.0;
-  for (int i = threadIdx.x; i < count; i += blockDim.x) largest = fmax(largest, partials[i]);
-  shared[threadIdx.x] = largest;
-  __syncthreads();
-  for (int half = kThreadsPerBlock / 2; half > 0; half /= 2) {
-    if (threadIdx.x < half) shared[threadIdx.x] = fmax(shared[threadIdx.x], shared[threadIdx.x + half]);
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) *result = shared[0];
-}
-
 struct DotTerm {
   const float* a;
   const float* b;
@@ -492,16 +464,6 @@ double CudaBackend::finish_sum(int blocks) {
   return *result_host_;
 }
 
-float CudaBackend::finish_max(int blocks) {
-  auto* partials = static_cast<double*>(partials_.get());
-  max_of_partials<<<1, kThreadsPerBlock, 0, stream_>>>(partials, blocks, partials + kMaxReductionBlocks);
-  TESSERA_CUDA_CHECK_LAUNCH("max_of_partials");
-  TESSERA_CUDA_CHECK(
-      cudaMemcpyAsync(result_host_, partials + kMaxReductionBlocks, sizeof(double), cudaMemcpyDeviceToHost, stream_));
-  synchronize("a reduction");
-  return float(*result_host_);
-}
-
 double CudaBackend::do_squared_distance(const Tensor& a, const Tensor& b, const Box& window, float grad_scale,
                                      Tensor* grad_a) {
   const Shape& s = a.shape();
@@ -578,14 +540,6 @@ double CudaBackend::do_sum_abs(const Tensor& a) {
   reduce_sum<<<blocks, kThreadsPerBlock, 0, stream_>>>(AbsTerm{a.data()}, n, static_cast<double*>(partials_.get()));
   TESSERA_CUDA_CHECK_LAUNCH("sum_abs");
   return finish_sum(blocks);
-}
-
-double CudaBackend::do_max_abs(const Tensor& a) {
-  const std::size_t n = a.elements();
-  const int blocks = reduction_blocks(n);
-  max_abs_partials<<<blocks, kThreadsPerBlock, 0, stream_>>>(a.data(), n, static_cast<double*>(partials_.get()));
-  TESSERA_CUDA_CHECK_LAUNCH("max_abs");
-  return finish_max(blocks);
 }
 
 void CudaBackend::do_fill(Tensor& a, float value) {

@@ -70,7 +70,6 @@ class CudaBackend final : public Backend {
   void do_copy_window(const Tensor& source, const Box& window, Tensor& destination, int x, int y) override;
   double do_dot(const Tensor& a, const Tensor& b) override;
   double do_sum_abs(const Tensor& a) override;
-  double do_max_abs(const Tensor& a) override;
   void do_fill(Tensor& a, float value) override;
   void do_copy(const Tensor& source, Tensor& destination) override;
   void do_scale(Tensor& a, float factor) override;
@@ -84,7 +83,6 @@ class CudaBackend final : public Backend {
   // a fixed order and one block adds them, so a value never depends on
   // scheduling (tiled renders rely on bit-identical sums).
   double finish_sum(int blocks);
-  float finish_max(int blocks);
   int reduction_blocks(std::size_t elements) const;
   void synchronize(const char* what);
   void release();
