@@ -48,7 +48,8 @@ class HaloPlan {
   std::vector<Item> items_;
   std::vector<std::vector<float>> send_buffers_, receive_buffers_;
   std::vector<int> send_peers_, receive_peers_;
-  std::unique_ptr<PendingExchange> pending_;
+  std::unique_ptr<PendingExchange> pending_;  // none where this rank has no peers
+  bool under_way_ = false;
   GrownImage grown_;                       // of the exchange under way
 };
 

@@ -21,7 +21,6 @@ struct TiledObjective::Planned {
 struct TiledObjective::LocalTile {
   Tile tile;
   std::vector<Box> blocks;  // the reduction blocks it owns, in the grid's order
-  std::size_t offset = 0;  // into this rank's vectors
   Planned* planned = nullptr;
   Tensor grown_image, grown_gradient;
   std::vector<Tensor> content_targets;
@@ -74,13 +73,10 @@ TiledObjective::TiledObjective(Backend& backend, const Architecture& arch, const
     if (size.channels == 0) fail("the image (", image_.grid().width, "x", image_.grid().height, ") is too small for this network");
 
   // This rank's tiles, their networks (planned now, while the weights are at
-  // hand) and their slices of the rank's vectors.
-  const int me = communicator_.rank();
-  for (const Tile& tile : image_.grid().tiles) {
-    if (image_.ranks().rank_of(tile.index) != me) continue;
+  // hand); their slices of the rank's vectors are image_'s views.
+  for (const Tile& tile : image_.local_tiles()) {
     LocalTile local;
     local.tile = tile;
-    local.offset = image_.offset(int(tiles_.size()));
     auto key = std::make_pair(tile.grown.height(), tile.grown.width());
     auto& planned = planned_[key];
     if (!planned) {
@@ -269,7 +265,7 @@ LossTerms TiledObjective::evaluate(const Tensor& local_image, Tensor& local_grad
     net.backward(t.grown_gradient);
     Box owned = window_in(t.tile.owned, t.tile.grown);
     backend_.total_variation(t.grown_image, settings_.tv_weight, t.grown_gradient, owned);
-    Tensor gradient_slice = local_gradient.slice(t.offset, {3, t.tile.owned.height(), t.tile.owned.width()});
+    Tensor gradient_slice = image_.view(local_gradient, int(i));
     backend_.copy_window(t.grown_gradient, owned, gradient_slice, 0, 0);
   }
   times_.compute = seconds_since(start) - times_.halo - times_.allreduce;

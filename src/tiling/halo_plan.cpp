@@ -76,7 +76,7 @@ HaloPlan::HaloPlan(Backend& backend, Communicator& communicator, const TiledImag
 HaloPlan::~HaloPlan() = default;
 
 void HaloPlan::begin(const Tensor& local_image, const GrownImage& grown) {
-  if (pending_) fail("internal: a halo exchange is already under way");
+  if (under_way_) fail("internal: a halo exchange is already under way");
   if (local_image.elements() != image_.local_elements())
     fail("internal: halo exchange of ", local_image.elements(), " values for ", image_.local_elements());
   const std::vector<Tile>& tiles = image_.local_tiles();
@@ -89,10 +89,16 @@ void HaloPlan::begin(const Tensor& local_image, const GrownImage& grown) {
     backend_.download(item.staging,
                       std::span<float>(send_buffers_[peer].data() + item.buffer_offset, item.staging.elements()));
   }
-  std::vector<Transfer> sends, receives;
-  for (std::size_t i = 0; i < send_peers_.size(); ++i) sends.push_back({send_peers_[i], send_buffers_[i]});
-  for (std::size_t i = 0; i < receive_peers_.size(); ++i) receives.push_back({receive_peers_[i], receive_buffers_[i]});
-  pending_ = communicator_.begin_exchange(sends, receives);
+  // A rank whose tiles need nothing from other ranks posts nothing (on NCCL
+  // even an empty exchange would wait for the device).
+  if (!send_peers_.empty() || !receive_peers_.empty()) {
+    std::vector<Transfer> sends, receives;
+    for (std::size_t i = 0; i < send_peers_.size(); ++i) sends.push_back({send_peers_[i], send_buffers_[i]});
+    for (std::size_t i = 0; i < receive_peers_.size(); ++i)
+      receives.push_back({receive_peers_[i], receive_buffers_[i]});
+    pending_ = communicator_.begin_exchange(sends, receives);
+  }
+  under_way_ = true;
   grown_ = grown;
   // While the messages travel.
   for (auto& item : items_) {
@@ -105,9 +111,12 @@ void HaloPlan::begin(const Tensor& local_image, const GrownImage& grown) {
 }
 
 void HaloPlan::finish() {
-  if (!pending_) fail("internal: no halo exchange under way");
-  pending_->finish();
-  pending_.reset();
+  if (!under_way_) fail("internal: no halo exchange under way");
+  under_way_ = false;
+  if (pending_) {
+    pending_->finish();
+    pending_.reset();
+  }
   for (auto& item : items_) {
     if (item.kind != Item::receive) continue;
     const Box destination = window_in(item.box, image_.local_tiles()[item.to_local].grown);

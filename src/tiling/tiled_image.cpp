@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "tessera/box_copy.hpp"
 #include "tessera/error.hpp"
 
 namespace tessera {
@@ -73,36 +74,12 @@ std::vector<float> TiledImage::gather(Communicator& communicator, std::span<cons
 
 std::vector<float> scatter_boxes(Communicator& communicator, const std::vector<float>& whole, int width,
                                  int height, const std::vector<Box>& boxes, const RankMap& owners) {
-  const int me = communicator.rank(), ranks = communicator.size();
-  const std::size_t plane = std::size_t(width) * height;
-  std::vector<std::size_t> size_of(ranks, 0);
-  for (std::size_t b = 0; b < boxes.size(); ++b) size_of[owners.rank_of(int(b))] += 3 * std::size_t(boxes[b].area());
-  std::vector<std::vector<float>> outgoing(ranks);
-  if (me == 0) {
-    if (whole.size() != 3 * plane) fail("internal: scatter_boxes needs the whole image on rank 0");
-    for (int r = 0; r < ranks; ++r) outgoing[r].reserve(size_of[r]);
-    for (std::size_t b = 0; b < boxes.size(); ++b) {
-      const Box& box = boxes[b];
-      auto& out = outgoing[owners.rank_of(int(b))];
-      for (int c = 0; c < 3; ++c)
-        for (int y = box.y0; y < box.y1; ++y) {
-          const float* row = whole.data() + c * plane + std::size_t(y) * width + box.x0;
-          out.insert(out.end(), row, row + box.width());
-        }
-    }
-  }
-  std::vector<float> mine;
-  std::vector<Transfer> sends, receives;
-  if (me == 0) {
-    for (int r = 1; r < ranks; ++r)
-      if (size_of[r] > 0) sends.push_back({r, outgoing[r]});
-    mine = std::move(outgoing[0]);
-  } else if (size_of[me] > 0) {
-    mine.resize(size_of[me]);
-    receives.push_back({0, mine});
-  }
-  communicator.exchange(sends, receives);
-  return mine;
+  // The whole image is one box, rank 0's.
+  const bool root = communicator.rank() == 0;
+  if (root && whole.size() != 3 * std::size_t(width) * height)
+    fail("internal: scatter_boxes needs the whole image on rank 0");
+  return copy_boxes(communicator, 3, {Box{0, 0, width, height}}, RankMap::contiguous(1, communicator.size()),
+                    root ? std::span<const float>(whole) : std::span<const float>(), boxes, owners);
 }
 
 }  // namespace tessera
