@@ -227,12 +227,11 @@ class CpuPooling final : public PoolingLayer {
 class CpuGram final : public GramOperator {
  public:
   CpuGram(CpuBackend& backend, Shape features)
-      : GramOperator(features, backend.feature_type()), backend_(backend), shape_(features),
-        type_(backend.feature_type()) {
-    if (type_ == DataType::bf16) {
+      : GramOperator(features, backend.feature_type()), backend_(backend) {
+    if (type() == DataType::bf16) {
       // The adjoint multiplies bf16 features by D; oneDNN's matmul takes
       // both operands in one type, so D (f32, C x C) is rounded into this.
-      const memory::dim c = shape_.channels;
+      const memory::dim c = shape().channels;
       d_bf16_ = backend_.allocate_memory(memory::desc({c, c}, memory::data_type::bf16, memory::dims{c, 1}));
     }
   }
@@ -240,15 +239,15 @@ class CpuGram final : public GramOperator {
 
  private:
   void do_forward(const Tensor& features, const Box& window, float scale, Tensor& gram) override {
-    const int c = shape_.channels;
-    bool full_rows = window.x0 == 0 && window.width() == shape_.width;
+    const int c = shape().channels;
+    bool full_rows = window.x0 == 0 && window.width() == shape().width;
     int runs = full_rows ? 1 : window.height();
     int positions = full_rows ? int(window.area()) : window.width();
     auto& plan = gram_plan(positions);
     float* g = gram.data();
     TESSERA_CHECK_THROWING(Dnnl, "Gram matmul", [&] {
       for (int r = 0; r < runs; ++r) {
-        const void* f = element(features, (std::size_t(window.y0 + r) * shape_.width + window.x0) * c);
+        const void* f = element(features, (std::size_t(window.y0 + r) * shape().width + window.x0) * c);
         auto& primitive = r == 0 ? plan.first : plan.accumulate;
         execute(primitive, plan, f, f, g, scale);
       }
@@ -257,19 +256,19 @@ class CpuGram final : public GramOperator {
   }
 
   void do_forward_contiguous(const Tensor& features, const Box& window, float scale, Tensor& gram) override {
-    const int c = shape_.channels;
-    const std::size_t element = bytes_per_element(type_);
+    const int c = shape().channels;
+    const std::size_t element = bytes_per_element(type());
     const std::size_t positions = window.area();
     if (block_capacity_ < positions) {
       // Grows to the largest block once (the first evaluation), then stays.
       block_ = backend_.allocate_memory(
-          memory::desc({memory::dim(positions), c}, CpuBackend::dnnl_type(type_), memory::dims{c, 1}));
+          memory::desc({memory::dim(positions), c}, CpuBackend::dnnl_type(type()), memory::dims{c, 1}));
       block_capacity_ = positions;
     }
     char* to = reinterpret_cast<char*>(block_.storage.get());
     const std::size_t run = std::size_t(window.width()) * c * element;
     for (int r = 0; r < window.height(); ++r)
-      std::memcpy(to + r * run, element_of(features, (std::size_t(window.y0 + r) * shape_.width + window.x0) * c), run);
+      std::memcpy(to + r * run, element_of(features, (std::size_t(window.y0 + r) * shape().width + window.x0) * c), run);
     auto& plan = gram_plan(int(positions));
     TESSERA_CHECK_THROWING(Dnnl, "Gram matmul", [&] {
       execute(plan.first, plan, to, to, gram.data(), scale);
@@ -279,13 +278,13 @@ class CpuGram final : public GramOperator {
 
   void do_backward(const Tensor& features, const Box& window, const Tensor& d, float scale,
                    Tensor& grad_features) override {
-    bool full_rows = window.x0 == 0 && window.width() == shape_.width;
+    bool full_rows = window.x0 == 0 && window.width() == shape().width;
     int runs = full_rows ? 1 : window.height();
     int positions = full_rows ? int(window.area()) : window.width();
     auto& plan = adjoint_plan(positions);
-    const int c = shape_.channels;
+    const int c = shape().channels;
     const void* d_operand = d.data();
-    if (type_ == DataType::bf16) {
+    if (type() == DataType::bf16) {
       TESSERA_CHECK_THROWING(Dnnl, "Gram adjoint rounding", [&] {
         memory from(memory::desc({c, c}, memory::data_type::f32, memory::dims{c, 1}), backend_.engine(),
                     const_cast<float*>(d.data()));
@@ -297,7 +296,7 @@ class CpuGram final : public GramOperator {
     }
     TESSERA_CHECK_THROWING(Dnnl, "Gram adjoint matmul", [&] {
       for (int r = 0; r < runs; ++r) {
-        std::size_t offset = (std::size_t(window.y0 + r) * shape_.width + window.x0) * c;
+        std::size_t offset = (std::size_t(window.y0 + r) * shape().width + window.x0) * c;
         execute(plan.accumulate, plan, element(features, offset), d_operand, element(grad_features, offset), scale);
       }
       return 0;
@@ -342,12 +341,12 @@ class CpuGram final : public GramOperator {
   Plan& gram_plan(int positions) {
     auto it = gram_plans_.find(positions);
     if (it != gram_plans_.end()) return it->second;
-    const memory::dim c = shape_.channels, k = positions;
+    const memory::dim c = shape().channels, k = positions;
     Plan plan;
     TESSERA_CHECK_THROWING(Dnnl, "planning Gram matmul", [&] {
-      const auto type = CpuBackend::dnnl_type(type_);  // products of bf16 accumulate in f32
-      plan.src = memory::desc({c, k}, type, memory::dims{1, c});  // F^T
-      plan.weights = memory::desc({k, c}, type, memory::dims{c, 1});
+      const auto operand_type = CpuBackend::dnnl_type(type());  // products of bf16 accumulate in f32
+      plan.src = memory::desc({c, k}, operand_type, memory::dims{1, c});  // F^T
+      plan.weights = memory::desc({k, c}, operand_type, memory::dims{c, 1});
       plan.dst = memory::desc({c, c}, memory::data_type::f32, memory::dims{c, 1});
       make(plan, backend_.engine());
       return 0;
@@ -359,13 +358,13 @@ class CpuGram final : public GramOperator {
   Plan& adjoint_plan(int positions) {
     auto it = adjoint_plans_.find(positions);
     if (it != adjoint_plans_.end()) return it->second;
-    const memory::dim c = shape_.channels, m = positions;
+    const memory::dim c = shape().channels, m = positions;
     Plan plan;
     TESSERA_CHECK_THROWING(Dnnl, "planning Gram adjoint matmul", [&] {
-      const auto type = CpuBackend::dnnl_type(type_);
-      plan.src = memory::desc({m, c}, type, memory::dims{c, 1});
-      plan.weights = memory::desc({c, c}, type, memory::dims{c, 1});
-      plan.dst = memory::desc({m, c}, type, memory::dims{c, 1});
+      const auto operand_type = CpuBackend::dnnl_type(type());
+      plan.src = memory::desc({m, c}, operand_type, memory::dims{c, 1});
+      plan.weights = memory::desc({c, c}, operand_type, memory::dims{c, 1});
+      plan.dst = memory::desc({m, c}, operand_type, memory::dims{c, 1});
       make(plan, backend_.engine());
       return 0;
     });
@@ -373,8 +372,6 @@ class CpuGram final : public GramOperator {
   }
 
   CpuBackend& backend_;
-  Shape shape_;
-  DataType type_;
   CpuBackend::OwnedMemory d_bf16_;
   CpuBackend::OwnedMemory block_;  // forward_contiguous's copy of a window
   std::size_t block_capacity_ = 0;

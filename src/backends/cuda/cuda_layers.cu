@@ -489,67 +489,66 @@ __global__ void round_to_bf16_kernel(const float* from, __nv_bfloat16* to, std::
 class CudaGram final : public GramOperator {
  public:
   CudaGram(CudaBackend& backend, Shape features)
-      : GramOperator(features, backend.feature_type()), backend_(backend), shape_(features),
-        type_(backend.feature_type()) {
-    if (type_ == DataType::bf16)
+      : GramOperator(features, backend.feature_type()), backend_(backend) {
+    if (type() == DataType::bf16)
       // cuBLAS multiplies operands of one type: the adjoint's D (f32) is
       // rounded into this for the bf16 product F D.
-      d_bf16_ = backend_.allocate_bytes(std::size_t(shape_.channels) * shape_.channels * 2);
+      d_bf16_ = backend_.allocate_bytes(std::size_t(shape().channels) * shape().channels * 2);
   }
 
 
  private:
   void do_forward(const Tensor& features, const Box& window, float scale, Tensor& gram) override {
-    const bool full_rows = window.x0 == 0 && window.width() == shape_.width;
+    const bool full_rows = window.x0 == 0 && window.width() == shape().width;
     const int runs = full_rows ? 1 : window.height();
     const int positions = full_rows ? int(window.area()) : window.width();
     for (int r = 0; r < runs; ++r)
-      gram_product(element(features, (std::size_t(window.y0 + r) * shape_.width + window.x0) * shape_.channels),
+      gram_product(element(features, (std::size_t(window.y0 + r) * shape().width + window.x0) * shape().channels),
                    positions, scale, r == 0 ? 0.0f : 1.0f, gram.data());
   }
 
   void do_forward_contiguous(const Tensor& features, const Box& window, float scale, Tensor& gram) override {
-    const std::size_t element_bytes = bytes_per_element(type_);
+    const std::size_t element_bytes = bytes_per_element(type());
     const std::size_t positions = window.area();
     if (block_capacity_ < positions) {
       // Grows to the largest block once (the first evaluation), then stays,
       // as on the CPU; the blocks are at most 256 px of the image square.
-      block_ = backend_.allocate_bytes(positions * shape_.channels * element_bytes);
+      block_ = backend_.allocate_bytes(positions * shape().channels * element_bytes);
       block_capacity_ = positions;
     }
-    const std::size_t run_bytes = std::size_t(window.width()) * shape_.channels * element_bytes;
+    const std::size_t run_bytes = std::size_t(window.width()) * shape().channels * element_bytes;
     TESSERA_CUDA_CHECK(cudaMemcpy2DAsync(
         block_.get(), run_bytes,
-        element(features, (std::size_t(window.y0) * shape_.width + window.x0) * shape_.channels),
-        std::size_t(shape_.width) * shape_.channels * element_bytes, run_bytes, window.height(),
+        element(features, (std::size_t(window.y0) * shape().width + window.x0) * shape().channels),
+        std::size_t(shape().width) * shape().channels * element_bytes, run_bytes, window.height(),
         cudaMemcpyDeviceToDevice, backend_.stream()));
     gram_product(block_.get(), int(positions), scale, 0.0f, gram.data());
   }
 
   void do_backward(const Tensor& features, const Box& window, const Tensor& d, float scale,
                    Tensor& grad_features) override {
-    const int c = shape_.channels;
+    const int c = shape().channels;
     const void* d_operand = d.data();
-    if (type_ == DataType::bf16) {
+    if (type() == DataType::bf16) {
       const std::size_t n = std::size_t(c) * c;
       round_to_bf16_kernel<<<blocks_for(n, kThreadsPerBlock, 8 * backend_.multiprocessors()), kThreadsPerBlock, 0,
                              backend_.stream()>>>(d.data(), static_cast<__nv_bfloat16*>(d_bf16_.get()), n);
       TESSERA_CUDA_CHECK_LAUNCH("Gram adjoint rounding");
       d_operand = d_bf16_.get();
     }
-    const bool full_rows = window.x0 == 0 && window.width() == shape_.width;
+    const bool full_rows = window.x0 == 0 && window.width() == shape().width;
     const int runs = full_rows ? 1 : window.height();
     const int positions = full_rows ? int(window.area()) : window.width();
-    const cudaDataType_t type = type_ == DataType::bf16 ? CUDA_R_16BF : CUDA_R_32F;
+    const cudaDataType_t operand_type = type() == DataType::bf16 ? CUDA_R_16BF : CUDA_R_32F;
     const float one = 1.0f;
-    const std::size_t offset = (std::size_t(window.y0) * shape_.width + window.x0) * c;
+    const std::size_t offset = (std::size_t(window.y0) * shape().width + window.x0) * c;
     // dF (C x P) += s D F; D is symmetric, so this is (F^T D)^T of the
     // row-major (P x C) view. A narrower window is one product per row, as
     // one batched call (rows are W x C apart; their outputs never overlap).
     TESSERA_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
-        backend_.cublas(), CUBLAS_OP_N, CUBLAS_OP_N, c, positions, c, &scale, d_operand, type, c, 0,
-        element(features, offset), type, c, (long long)shape_.width * c, &one, element(grad_features, offset), type, c,
-        (long long)shape_.width * c, runs, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        backend_.cublas(), CUBLAS_OP_N, CUBLAS_OP_N, c, positions, c, &scale, d_operand, operand_type, c, 0,
+        element(features, offset), operand_type, c, (long long)shape().width * c, &one, element(grad_features, offset), operand_type, c,
+        (long long)shape().width * c, runs, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   }
 
   static void* element(const Tensor& t, std::size_t index) {
@@ -559,16 +558,14 @@ class CudaGram final : public GramOperator {
   // G (C x C, f32) = scale F F^T + beta G, F: C x positions, leading dim C.
   // Products of bf16 accumulate in f32 (compute type 32F), as on the CPU.
   void gram_product(const void* f, int positions, float scale, float beta, float* gram) {
-    const int c = shape_.channels;
-    const cudaDataType_t type = type_ == DataType::bf16 ? CUDA_R_16BF : CUDA_R_32F;
-    TESSERA_CUBLAS_CHECK(cublasGemmEx(backend_.cublas(), CUBLAS_OP_N, CUBLAS_OP_T, c, c, positions, &scale, f, type, c,
-                                      f, type, c, &beta, gram, CUDA_R_32F, c, CUBLAS_COMPUTE_32F,
+    const int c = shape().channels;
+    const cudaDataType_t operand_type = type() == DataType::bf16 ? CUDA_R_16BF : CUDA_R_32F;
+    TESSERA_CUBLAS_CHECK(cublasGemmEx(backend_.cublas(), CUBLAS_OP_N, CUBLAS_OP_T, c, c, positions, &scale, f, operand_type, c,
+                                      f, operand_type, c, &beta, gram, CUDA_R_32F, c, CUBLAS_COMPUTE_32F,
                                       CUBLAS_GEMM_DEFAULT));
   }
 
   CudaBackend& backend_;
-  Shape shape_;
-  DataType type_;
   std::shared_ptr<void> d_bf16_;
   std::shared_ptr<void> block_;  // forward_contiguous's copy of a window
   std::size_t block_capacity_ = 0;
