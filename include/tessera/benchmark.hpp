@@ -19,6 +19,7 @@ struct BenchmarkCase {
   int iterations = 10;  // timed, after one warm-up
   std::uint64_t seed = 0;
   int tile_rows = 1, tile_columns = 1;
+  int lbfgs_history = 100;
 };
 
 struct BenchmarkResult {
@@ -27,6 +28,11 @@ struct BenchmarkResult {
   double seconds = 0.0;       // of the timed iterations
   double flops = 0.0;         // of the timed iterations, on all ranks
   TileGrid grid;
+  // Per timed iteration, on this rank: evaluations of the loss and what the
+  // communicator carried (see CommunicationCounts).
+  double evaluations = 0.0;
+  double collectives = 0.0, collective_bytes = 0.0, collective_seconds = 0.0;
+  double messages = 0.0, message_bytes = 0.0;
 };
 
 // Throws tessera::Error when the render stops before its iterations.

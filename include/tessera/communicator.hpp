@@ -27,28 +27,45 @@ class PendingExchange {
   virtual void finish() = 0;
 };
 
+// What a communicator has carried since it was made, on this rank: the
+// collective calls (sums, maxima, gathers, broadcasts: each a point where
+// every rank waits for the others) with the bytes this rank put in and the
+// seconds spent in them, and the point-to-point messages of halo exchanges
+// this rank sent. Scaling studies count these rather than assume them.
+struct CommunicationCounts {
+  long long collectives = 0;
+  long long collective_bytes = 0;
+  double collective_seconds = 0.0;
+  long long messages = 0;
+  long long message_bytes = 0;
+  CommunicationCounts since(const CommunicationCounts& earlier) const;
+};
+
+// The public calls are the same for every communicator: each counts itself
+// (CommunicationCounts) and hands over to the implementation's private do_
+// function.
 class Communicator {
  public:
   virtual ~Communicator() = default;
   virtual int rank() const = 0;
   virtual int size() const = 0;
   // In-place sums across all ranks.
-  virtual void sum(std::span<double> values) = 0;
-  virtual void sum(std::span<float> values) = 0;
-  virtual double max(double value) = 0;
+  void sum(std::span<double> values);
+  void sum(std::span<float> values);
+  double max(double value);
   // Posts every receive and send (at most one message per peer each way)
   // and returns at once, so that work can overlap the messages; finish()
   // on the result waits for all of them.
-  virtual std::unique_ptr<PendingExchange> begin_exchange(const std::vector<Transfer>& sends,
-                                                          const std::vector<Transfer>& receives) = 0;
+  std::unique_ptr<PendingExchange> begin_exchange(const std::vector<Transfer>& sends,
+                                                  const std::vector<Transfer>& receives);
   void exchange(const std::vector<Transfer>& sends, const std::vector<Transfer>& receives) {
     begin_exchange(sends, receives)->finish();
   }
   // Rank 0 receives every rank's `local` into `gathered` (in rank order);
   // sizes may differ between ranks. Other ranks get `gathered` empty.
-  virtual void gather_to_root(std::span<const float> local, std::vector<float>& gathered) = 0;
+  void gather_to_root(std::span<const float> local, std::vector<float>& gathered);
   // Rank 0's `values` (any size) to every rank.
-  virtual void broadcast(std::vector<float>& values) = 0;
+  void broadcast(std::vector<float>& values);
 
   double sum(double value) {
     sum(std::span<double>(&value, 1));
@@ -63,6 +80,23 @@ class Communicator {
     text.assign(values.size(), '\0');
     for (std::size_t i = 0; i < values.size(); ++i) text[i] = char(static_cast<unsigned char>(values[i]));
   }
+
+  const CommunicationCounts& counts() const { return counts_; }
+
+ private:
+  virtual void do_sum(std::span<double> values) = 0;
+  virtual void do_sum(std::span<float> values) = 0;
+  virtual double do_max(double value) = 0;
+  virtual std::unique_ptr<PendingExchange> do_begin_exchange(const std::vector<Transfer>& sends,
+                                                             const std::vector<Transfer>& receives) = 0;
+  virtual void do_gather_to_root(std::span<const float> local, std::vector<float>& gathered) = 0;
+  virtual void do_broadcast(std::vector<float>& values) = 0;
+
+  // Times `call`, a collective this rank puts `bytes` into, and counts it.
+  template <typename Call>
+  auto counted(std::size_t bytes, Call&& call);
+
+  CommunicationCounts counts_;
 };
 
 // A render in one process: every reduction is the identity.
@@ -70,23 +104,23 @@ class SingleProcess final : public Communicator {
  public:
   int rank() const override { return 0; }
   int size() const override { return 1; }
-  void sum(std::span<double>) override {}
-  void sum(std::span<float>) override {}
-  double max(double value) override { return value; }
-  std::unique_ptr<PendingExchange> begin_exchange(const std::vector<Transfer>& sends,
-                                                  const std::vector<Transfer>& receives) override {
+
+ private:
+  void do_sum(std::span<double>) override {}
+  void do_sum(std::span<float>) override {}
+  double do_max(double value) override { return value; }
+  std::unique_ptr<PendingExchange> do_begin_exchange(const std::vector<Transfer>& sends,
+                                                     const std::vector<Transfer>& receives) override {
     struct Nothing final : PendingExchange {
       void finish() override {}
     };
     if (!sends.empty() || !receives.empty()) fail("internal: a single process has no peers to exchange with");
     return std::make_unique<Nothing>();
   }
-  void gather_to_root(std::span<const float> local, std::vector<float>& gathered) override {
+  void do_gather_to_root(std::span<const float> local, std::vector<float>& gathered) override {
     gathered.assign(local.begin(), local.end());
   }
-  void broadcast(std::vector<float>&) override {}
-  using Communicator::broadcast;
-  using Communicator::sum;
+  void do_broadcast(std::vector<float>&) override {}
 };
 
 }  // namespace tessera

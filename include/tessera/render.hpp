@@ -75,6 +75,10 @@ struct IterationReport {
   int evaluations = 0;  // of the objective in this iteration (a line search makes more than one)
   std::vector<double> search_losses;  // the losses the line search evaluated, in order
   TiledObjective::Times times;  // of this iteration's last evaluation, on this rank
+  // What this rank's communicator carried in this iteration: its
+  // evaluations and the optimiser's step (not the render job's own
+  // agreement on stopping, made after the report).
+  CommunicationCounts communication;
 };
 
 class Renderer {

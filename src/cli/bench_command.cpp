@@ -37,6 +37,7 @@ struct BenchOptions {
   std::vector<std::string> sizes;
   int iterations = 10;
   std::string optimizer = "lbfgs";
+  int lbfgs_history = 100;
   int threads = 0;
   std::string backend = "cpu";
   std::string precision = "f32";
@@ -75,6 +76,7 @@ nlohmann::json bench_one(const BenchOptions& o, const std::string& model, const 
   c.optimizer = o.optimizer;
   c.iterations = o.iterations;
   c.seed = o.seed;
+  c.lbfgs_history = o.lbfgs_history;
   parse_tile_grid(o.tiles, c.tile_rows, c.tile_columns);
   BenchmarkResult measured = measure_render(*backend, communicator, c);
   const double seconds = measured.seconds, flops = measured.flops;
@@ -104,7 +106,14 @@ nlohmann::json bench_one(const BenchOptions& o, const std::string& model, const 
           {"tiles", fmt::format("{}x{}", grid.rows, grid.columns)},
           {"halo_px", grid.halo},
           {"halo_extra_work", extra_work},
-          {"peak_device_bytes", backend->peak_device_bytes()}};
+          {"peak_device_bytes", backend->peak_device_bytes()},
+          {"lbfgs_history", o.lbfgs_history},
+          {"evaluations_per_iteration", measured.evaluations},
+          {"collectives_per_iteration", measured.collectives},
+          {"collective_bytes_per_iteration", measured.collective_bytes},
+          {"collective_seconds_per_iteration", measured.collective_seconds},
+          {"messages_per_iteration", measured.messages},
+          {"message_bytes_per_iteration", measured.message_bytes}};
 }
 
 // The rate oneDNN reaches on one large 3x3 convolution (256 -> 256 channels,
@@ -149,6 +158,7 @@ nlohmann::json conv_peak(const BenchOptions& o) {
 nlohmann::json bench_in_child(const BenchOptions& o, const std::string& model, const std::string& size) {
   std::vector<std::string> arguments = {"/proc/self/exe", "bench", "--json", "--model", model, "--size", size,
                                         "--iterations", std::to_string(o.iterations), "--optimizer", o.optimizer,
+                                        "--lbfgs-history", std::to_string(o.lbfgs_history),
                                         "--threads", std::to_string(o.threads), "--backend", o.backend,
                                         "--precision", o.precision, "--tiles", o.tiles,
                                         "--seed", std::to_string(o.seed)};
@@ -278,6 +288,9 @@ Command add_bench_command(CLI::App& app) {
   command->add_option("--sizes", o->sizes, "Several sizes for the table: 64,128,256,512,1024")->delimiter(',');
   command->add_option("--iterations", o->iterations, "Timed iterations (after one warm-up)")->capture_default_str();
   command->add_option("--optimizer", o->optimizer, "lbfgs or adam")->capture_default_str();
+  command->add_option("--lbfgs-history", o->lbfgs_history, "L-BFGS history pairs")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   command->add_option("--threads", o->threads, "CPU threads (0: all cores)")->capture_default_str();
   command->add_option("--backend", o->backend, "cpu")->capture_default_str();
   command->add_option("--precision", o->precision, "Activation storage: f32 or bf16")->capture_default_str();

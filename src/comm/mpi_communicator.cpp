@@ -56,15 +56,15 @@ MpiCommunicator::~MpiCommunicator() {
   if (!finalised) MPI_Finalize();
 }
 
-void MpiCommunicator::sum(std::span<double> values) {
+void MpiCommunicator::do_sum(std::span<double> values) {
   TESSERA_MPI(MPI_Allreduce(MPI_IN_PLACE, values.data(), count_of(values.size()), MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
 }
 
-void MpiCommunicator::sum(std::span<float> values) {
+void MpiCommunicator::do_sum(std::span<float> values) {
   TESSERA_MPI(MPI_Allreduce(MPI_IN_PLACE, values.data(), count_of(values.size()), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD));
 }
 
-double MpiCommunicator::max(double value) {
+double MpiCommunicator::do_max(double value) {
   TESSERA_MPI(MPI_Allreduce(MPI_IN_PLACE, &value, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD));
   return value;
 }
@@ -92,7 +92,7 @@ class MpiExchange final : public PendingExchange {
 
 }  // namespace
 
-std::unique_ptr<PendingExchange> MpiCommunicator::begin_exchange(const std::vector<Transfer>& sends,
+std::unique_ptr<PendingExchange> MpiCommunicator::do_begin_exchange(const std::vector<Transfer>& sends,
                                                                  const std::vector<Transfer>& receives) {
   constexpr int kHaloTag = 7001;
   auto pending = std::make_unique<MpiExchange>(sends.size() + receives.size());
@@ -106,7 +106,7 @@ std::unique_ptr<PendingExchange> MpiCommunicator::begin_exchange(const std::vect
   return pending;
 }
 
-void MpiCommunicator::gather_to_root(std::span<const float> local, std::vector<float>& gathered) {
+void MpiCommunicator::do_gather_to_root(std::span<const float> local, std::vector<float>& gathered) {
   int count = count_of(local.size());
   std::vector<int> counts(rank_ == 0 ? size_ : 0), offsets(rank_ == 0 ? size_ : 0);
   TESSERA_MPI(MPI_Gather(&count, 1, MPI_INT, counts.data(), 1, MPI_INT, 0, MPI_COMM_WORLD));
@@ -123,7 +123,7 @@ void MpiCommunicator::gather_to_root(std::span<const float> local, std::vector<f
                           0, MPI_COMM_WORLD));
 }
 
-void MpiCommunicator::broadcast(std::vector<float>& values) {
+void MpiCommunicator::do_broadcast(std::vector<float>& values) {
   unsigned long long size = values.size();
   TESSERA_MPI(MPI_Bcast(&size, 1, MPI_UNSIGNED_LONG_LONG, 0, MPI_COMM_WORLD));
   values.resize(size);

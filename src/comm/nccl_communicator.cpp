@@ -84,7 +84,7 @@ NcclCommunicator::~NcclCommunicator() {
   if (s.stream) (void)cudaStreamDestroy(s.stream);
 }
 
-void NcclCommunicator::sum(std::span<double> values) {
+void NcclCommunicator::do_sum(std::span<double> values) {
   if (values.empty()) return;
   State& s = *state_;
   s.before();
@@ -93,7 +93,7 @@ void NcclCommunicator::sum(std::span<double> values) {
   s.after();
 }
 
-void NcclCommunicator::sum(std::span<float> values) {
+void NcclCommunicator::do_sum(std::span<float> values) {
   if (values.empty()) return;
   State& s = *state_;
   s.before();
@@ -101,7 +101,7 @@ void NcclCommunicator::sum(std::span<float> values) {
   s.after();
 }
 
-double NcclCommunicator::max(double value) {
+double NcclCommunicator::do_max(double value) {
   State& s = *state_;
   s.before();
   TESSERA_CUDA_CHECK(cudaMemcpyAsync(s.scalar, &value, sizeof(double), cudaMemcpyHostToDevice, s.stream));
@@ -111,7 +111,7 @@ double NcclCommunicator::max(double value) {
   return value;
 }
 
-std::unique_ptr<PendingExchange> NcclCommunicator::begin_exchange(const std::vector<Transfer>& sends,
+std::unique_ptr<PendingExchange> NcclCommunicator::do_begin_exchange(const std::vector<Transfer>& sends,
                                                                   const std::vector<Transfer>& receives) {
   // The transfers are queued on the communicator's stream; finishing waits
   // for that stream.
@@ -144,7 +144,7 @@ std::unique_ptr<PendingExchange> NcclCommunicator::begin_exchange(const std::vec
   return pending;
 }
 
-void NcclCommunicator::gather_to_root(std::span<const float> local, std::vector<float>& gathered) {
+void NcclCommunicator::do_gather_to_root(std::span<const float> local, std::vector<float>& gathered) {
   State& s = *state_;
   s.before();
   // Every rank's count first (an all-gather of one int each), then rank 0
@@ -185,7 +185,7 @@ void NcclCommunicator::gather_to_root(std::span<const float> local, std::vector<
   s.after();
 }
 
-void NcclCommunicator::broadcast(std::vector<float>& values) {
+void NcclCommunicator::do_broadcast(std::vector<float>& values) {
   State& s = *state_;
   s.before();
   // The size first (rank 0's), then the values, both through the device.

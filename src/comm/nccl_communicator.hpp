@@ -28,17 +28,15 @@ class NcclCommunicator final : public Communicator {
 
   int rank() const override { return rank_; }
   int size() const override { return size_; }
-  void sum(std::span<double> values) override;
-  void sum(std::span<float> values) override;
-  double max(double value) override;
-  std::unique_ptr<PendingExchange> begin_exchange(const std::vector<Transfer>& sends,
-                                                  const std::vector<Transfer>& receives) override;
-  void gather_to_root(std::span<const float> local, std::vector<float>& gathered) override;
-  void broadcast(std::vector<float>& values) override;
-  using Communicator::broadcast;
-  using Communicator::sum;
 
  private:
+  void do_sum(std::span<double> values) override;
+  void do_sum(std::span<float> values) override;
+  double do_max(double value) override;
+  std::unique_ptr<PendingExchange> do_begin_exchange(const std::vector<Transfer>& sends,
+                                                     const std::vector<Transfer>& receives) override;
+  void do_gather_to_root(std::span<const float> local, std::vector<float>& gathered) override;
+  void do_broadcast(std::vector<float>& values) override;
   struct State;
   std::unique_ptr<State> state_;
   int rank_ = 0;

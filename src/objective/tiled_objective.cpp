@@ -210,7 +210,7 @@ LossTerms TiledObjective::evaluate(const Tensor& local_image, Tensor& local_grad
   auto reduce_start = clock::now();
   gram_sums_[gram_sums_.size() - 2] = content_sum;
   gram_sums_[gram_sums_.size() - 1] = tv_sum;
-  if (communicator_.size() > 1) communicator_.sum(std::span<double>(gram_sums_));
+  communicator_.sum(std::span<double>(gram_sums_));
   LossTerms losses;
   losses.content = gram_sums_[gram_sums_.size() - 2];
   losses.tv = gram_sums_[gram_sums_.size() - 1];
@@ -302,7 +302,7 @@ std::vector<double> TiledObjective::feature_gradient_norms(const std::vector<dou
     }
   }
   auto reduce_start = std::chrono::steady_clock::now();
-  if (communicator_.size() > 1) communicator_.sum(std::span<double>(norms));
+  communicator_.sum(std::span<double>(norms));
   times_.allreduce += std::chrono::duration<double>(std::chrono::steady_clock::now() - reduce_start).count();
   return norms;
 }

@@ -1,5 +1,6 @@
 #include "tessera/benchmark.hpp"
 
+#include <algorithm>
 #include <random>
 
 #include "tessera/error.hpp"
@@ -28,6 +29,7 @@ BenchmarkResult measure_render(Backend& backend, Communicator& communicator, con
   settings.objective.content_layers = {arch.default_content_layer};
   settings.objective.style_layers = arch.default_style_layers;
   settings.optimizer = c.optimizer;
+  settings.lbfgs_history = c.lbfgs_history;
   settings.iterations = c.iterations + 1;  // the first one warms up
   settings.seed = c.seed;
   std::mt19937_64 generator(c.seed + 1);
@@ -47,6 +49,14 @@ BenchmarkResult measure_render(Backend& backend, Communicator& communicator, con
       result.initial_loss = r.losses.total();
     }
     result.final_loss = r.losses.total();
+    if (r.iteration > 1) {
+      result.evaluations += r.evaluations;
+      result.collectives += double(r.communication.collectives);
+      result.collective_bytes += double(r.communication.collective_bytes);
+      result.collective_seconds += r.communication.collective_seconds;
+      result.messages += double(r.communication.messages);
+      result.message_bytes += double(r.communication.message_bytes);
+    }
     total_seconds = r.seconds;
     done = r.iteration;
     return true;
@@ -54,6 +64,9 @@ BenchmarkResult measure_render(Backend& backend, Communicator& communicator, con
   if (done < settings.iterations)
     fail("the benchmark render stopped after ", done, " iterations: ", renderer.stop_reason());
   result.seconds = total_seconds - warm_up_seconds;
+  for (double* per_iteration : {&result.evaluations, &result.collectives, &result.collective_bytes,
+                                &result.collective_seconds, &result.messages, &result.message_bytes})
+    *per_iteration /= std::max(1, c.iterations);
   result.flops = renderer.objective().flops_per_evaluation() * c.iterations;
   result.grid = renderer.objective().grid();
   return result;

@@ -158,6 +158,7 @@ int Renderer::run(const std::function<bool(const IterationReport&)>& on_iteratio
   stop_reason_.clear();
   for (int k = done + 1; k <= settings_.iterations; ++k) {
     IterationReport report;
+    const CommunicationCounts counts_before = communicator_.counts();
     report.iteration = k;
     report.iterations = settings_.iterations;
     if (!evaluated_here_) {
@@ -180,6 +181,7 @@ int Renderer::run(const std::function<bool(const IterationReport&)>& on_iteratio
     report.evaluations += step.evaluations;
     report.search_losses = std::move(step.losses);
     report.times = objective_->last_times();
+    report.communication = communicator_.counts().since(counts_before);
     auto now = clock::now();
     report.seconds = std::chrono::duration<double>(now - start).count();
     report.seconds_this_iteration = std::chrono::duration<double>(now - last).count();

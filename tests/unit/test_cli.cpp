@@ -65,7 +65,8 @@ TEST(Cli, RealRenderReducesStyleLossTenfoldAndWritesTheImage) {
   ASSERT_EQ(lines.size(), 40u);
   EXPECT_EQ(lines.front()["iteration"], 1);
   for (const char* key : {"iteration", "loss", "content_loss", "style_loss", "tv_loss", "seconds", "compute_seconds",
-                          "halo_seconds", "allreduce_seconds", "io_seconds"})
+                          "halo_seconds", "allreduce_seconds", "io_seconds", "evaluations", "collectives",
+                          "collective_bytes", "collective_seconds", "messages", "message_bytes"})
     EXPECT_TRUE(lines.front().contains(key)) << key;
   double first = lines.front()["style_loss"], last = lines.back()["style_loss"];
   EXPECT_GT(first, 0.0);
