@@ -176,6 +176,16 @@ class Backend {
   void axpy(float alpha, const Tensor& x, Tensor& y);  // y += alpha x
   // d = a - b
   void subtract(const Tensor& a, const Tensor& b, Tensor& d);
+  // Every row's dot product with every column, reading each column once:
+  // products[r * columns.size() + c] = rows[r] . columns[c], summed in double
+  // in an order fixed by the element and thread counts (the same vectors give
+  // the same products, bit for bit). L-BFGS's few new vectors against its
+  // whole history, for one reduction across ranks.
+  void dot_products(std::span<const Tensor* const> rows, std::span<const Tensor* const> columns,
+                    std::span<double> products);
+  // out = sum over i of coefficients[i] * terms[i], each element summed in
+  // double and rounded once; `out` may be one of the terms.
+  void combine(std::span<const Tensor* const> terms, std::span<const double> coefficients, Tensor& out);
   // sum[i] += values[i] in double, in element order (host memory for sum).
   void accumulate_double(const Tensor& values, std::span<double> sum);
   // values[i] = float(sum[i]).
@@ -216,6 +226,10 @@ class Backend {
   virtual void do_scale(Tensor& a, float factor) = 0;
   virtual void do_axpy(float alpha, const Tensor& x, Tensor& y) = 0;
   virtual void do_subtract(const Tensor& a, const Tensor& b, Tensor& d) = 0;
+  virtual void do_dot_products(std::span<const Tensor* const> rows, std::span<const Tensor* const> columns,
+                               std::span<double> products) = 0;
+  virtual void do_combine(std::span<const Tensor* const> terms, std::span<const double> coefficients,
+                          Tensor& out) = 0;
   virtual void do_accumulate_double(const Tensor& values, std::span<double> sum) = 0;
   virtual void do_assign_from_double(std::span<const double> sum, Tensor& values) = 0;
   virtual void do_adam_update(Tensor& x, const Tensor& g, Tensor& m, Tensor& v, const AdamState& state) = 0;

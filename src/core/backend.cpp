@@ -207,6 +207,35 @@ void Backend::axpy(float alpha, const Tensor& x, Tensor& y) {
   do_axpy(alpha, x, y);
 }
 
+void Backend::dot_products(std::span<const Tensor* const> rows, std::span<const Tensor* const> columns,
+                           std::span<double> products) {
+  if (products.size() != rows.size() * columns.size())
+    fail("internal: dot_products of ", rows.size(), " rows and ", columns.size(), " columns into ", products.size(),
+         " products");
+  if (products.empty()) return;
+  const Tensor& first = *rows.front();
+  for (const auto* group : {&rows, &columns})
+    for (const Tensor* t : *group) {
+      if (!t) fail("internal: dot_products of a missing tensor");
+      require_same_size(first, *t, "dot_products");
+      require_f32(*t, "dot_products");
+    }
+  do_dot_products(rows, columns, products);
+}
+
+void Backend::combine(std::span<const Tensor* const> terms, std::span<const double> coefficients, Tensor& out) {
+  if (terms.size() != coefficients.size())
+    fail("internal: combine of ", terms.size(), " terms with ", coefficients.size(), " coefficients");
+  if (terms.empty()) fail("internal: combine of no terms");
+  require_f32(out, "combine");
+  for (const Tensor* t : terms) {
+    if (!t) fail("internal: combine of a missing tensor");
+    require_same_size(out, *t, "combine");
+    require_f32(*t, "combine");
+  }
+  do_combine(terms, coefficients, out);
+}
+
 void Backend::subtract(const Tensor& a, const Tensor& b, Tensor& d) {
   require_same_size(a, b, "subtract");
   require_same_size(a, d, "subtract");

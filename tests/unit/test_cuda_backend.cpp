@@ -439,6 +439,35 @@ const ObjectiveCase kObjectiveCases[] = {
     {"nin", {"relu7"}, {"relu0", "relu3", "relu7"}, {3, 99, 107}, {3, 91, 103}},
 };
 
+// L-BFGS's inner products (five rows, so more than one pass of the GPU's
+// four-row kernel) and its linear combination, written into one of its
+// own terms.
+TEST_P(CudaAgainstCpu, DotProductsAndCombine) {
+  const Shape shape{3, 41, 37};
+  std::vector<std::vector<float>> values;
+  for (int k = 0; k < 7; ++k) values.push_back(random(shape.elements()));
+  Backend* backends[2] = {cpu.get(), gpu.get()};
+  std::vector<double> products[2];
+  std::vector<float> combined[2];
+  for (int b = 0; b < 2; ++b) {
+    Backend& backend = *backends[b];
+    std::vector<Tensor> tensors;
+    for (const auto& v : values) tensors.push_back(make(backend, shape, Layout::planar, v));
+    std::vector<const Tensor*> rows = {&tensors[0], &tensors[1], &tensors[2], &tensors[3], &tensors[4]};
+    std::vector<const Tensor*> columns = {&tensors[5], &tensors[6], &tensors[0]};
+    products[b].resize(rows.size() * columns.size());
+    backend.dot_products(rows, columns, products[b]);
+    const double coefficients[] = {0.5, -2.0, 1e-3, 3.0};
+    const Tensor* terms[] = {&tensors[0], &tensors[1], &tensors[5], &tensors[6]};
+    backend.combine(terms, coefficients, tensors[1]);
+    combined[b] = get(backend, tensors[1]);
+  }
+  for (std::size_t k = 0; k < products[0].size(); ++k)
+    EXPECT_LT(relative(products[1][k], products[0][k]), 1e-10) << "product " << k;
+  // Summed in double on both; the GPU may fuse a multiply and an add.
+  EXPECT_LT(relative_to_max(combined[1], combined[0]), 1e-7) << "combine";
+}
+
 TEST(CudaObjective, LossAndGradientAgreeWithTheCpuInF32) {
   SKIP_WITHOUT_GPU(gpu);
   auto cpu = make_backend("cpu");

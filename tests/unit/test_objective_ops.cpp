@@ -451,6 +451,65 @@ TEST_F(BackendOps, VectorOpsMatchDoubleOverAllElementsInEitherLayout) {
   EXPECT_THROW(backend->axpy(1.0f, small, big), Error);
 }
 
+// L-BFGS's inner products and linear combinations: against double sums of
+// the same floats, products in every order of rows and columns, and the
+// same numbers on every call.
+TEST_F(BackendOps, DotProductsAndCombineMatchDouble) {
+  const Shape shape{3, 37, 29};  // 3219 elements: blocks and lanes do not divide it
+  const std::size_t n = shape.elements();
+  std::vector<std::vector<float>> values;
+  std::vector<Tensor> tensors;
+  for (int k = 0; k < 6; ++k) {
+    values.push_back(uniform_vector(150 + k, n, -2.0f, 2.0f));
+    tensors.push_back(make(shape, Layout::planar, values.back()));
+  }
+  values[3][1000] = 1e4f;  // one large value, so that a wrong pairing shows
+  backend->upload(values[3], tensors[3]);
+  auto exact_dot = [&](int i, int j, double& scale) {
+    double sum = 0.0;
+    scale = 0.0;
+    for (std::size_t e = 0; e < n; ++e) {
+      sum += double(values[i][e]) * values[j][e];
+      scale += std::abs(double(values[i][e]) * values[j][e]);
+    }
+    return sum;
+  };
+  const Tensor* rows[] = {&tensors[0], &tensors[3], &tensors[5]};
+  const Tensor* columns[] = {&tensors[1], &tensors[2], &tensors[3], &tensors[4], &tensors[5]};
+  const int row_index[] = {0, 3, 5}, column_index[] = {1, 2, 3, 4, 5};
+  std::vector<double> products(15), again(15);
+  backend->dot_products(rows, columns, products);
+  for (int r = 0; r < 3; ++r)
+    for (int c = 0; c < 5; ++c) {
+      double scale = 0.0;
+      const double want = exact_dot(row_index[r], column_index[c], scale);
+      EXPECT_NEAR(products[std::size_t(r * 5 + c)], want, 1e-13 * scale) << r << " " << c;
+    }
+  backend->dot_products(rows, columns, again);
+  EXPECT_EQ(products, again);
+  // One row against one column is a dot product.
+  const Tensor* one_row[] = {&tensors[0]};
+  const Tensor* one_column[] = {&tensors[1]};
+  std::vector<double> single(1);
+  backend->dot_products(one_row, one_column, single);
+  EXPECT_EQ(single[0], products[0]);
+
+  const double coefficients[] = {0.5, -1.25, 3.0e-3, 2.0};
+  const Tensor* terms[] = {&tensors[0], &tensors[1], &tensors[3], &tensors[4]};
+  const int term_index[] = {0, 1, 3, 4};
+  Tensor out = backend->allocate(shape, Layout::planar, Backend::Contents::unset);
+  backend->combine(terms, coefficients, out);
+  auto combined = get(out);
+  for (std::size_t e = 0; e < n; ++e) {
+    double want = 0.0;
+    for (int k = 0; k < 4; ++k) want += coefficients[k] * double(values[term_index[k]][e]);
+    ASSERT_EQ(combined[e], float(want)) << e;  // summed in double, rounded once
+  }
+  // Into one of its own terms.
+  backend->combine(terms, coefficients, tensors[1]);
+  EXPECT_EQ(get(tensors[1]), combined);
+}
+
 // The interface checks every call's arguments before any backend runs it:
 // each of these is refused with tessera::Error on every backend this machine
 // has (the CUDA one where a GPU is present).
@@ -483,6 +542,15 @@ TEST(BackendInterface, RefusesBadArgumentsOnEveryBackend) {
     EXPECT_THROW(backend->accumulate_double(a, sums), Error);
     EXPECT_THROW(backend->assign_from_double(sums, a), Error);
     EXPECT_THROW(backend->adam_update(a, b, other, b, AdamState{}), Error);
+    const Tensor* rows[] = {&a};
+    const Tensor* mismatched[] = {&b, &other};
+    std::vector<double> products(2);
+    EXPECT_THROW(backend->dot_products(rows, mismatched, products), Error);
+    EXPECT_THROW(backend->dot_products(rows, rows, products), Error);  // 1 product, room for 2
+    const double coefficients[] = {1.0, 2.0};
+    EXPECT_THROW(backend->combine(mismatched, coefficients, a), Error);
+    EXPECT_THROW(backend->combine(rows, coefficients, a), Error);  // 1 term, 2 coefficients
+    EXPECT_THROW(backend->combine({}, {}, a), Error);
     // An empty window is no work, not an error.
     EXPECT_EQ(backend->window_sum_abs(a, Box::at(2, 2, 0, 3)), 0.0);
 

@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <cstdint>
 #include <cstring>
+#include <utility>
+#include <vector>
 
 namespace tessera::cpu {
 
@@ -339,6 +341,86 @@ void CpuBackend::do_axpy(float alpha, const Tensor& x, Tensor& y) {
   const ElementView px(x), py(y);
 #pragma omp parallel for schedule(static)
   for (std::size_t i = 0; i < n; ++i) py.set(i, py.get(i) + alpha * px.get(i));
+}
+
+namespace {
+
+// Blocks of this many elements stay in L1/L2 while every row meets them.
+constexpr std::size_t kProductBlock = 2048;
+// Independent partial sums per product: without them each sum is one chain
+// of dependent additions (the order of floating-point sums is fixed, so the
+// compiler may not split it); with them the loop vectorises, and the order
+// is still fixed.
+constexpr std::size_t kLanes = 8;
+
+// Thread `t` of `count` takes one contiguous part of n elements (as a static
+// schedule would), so the partial sums depend on n and count alone.
+std::pair<std::size_t, std::size_t> part_of(std::size_t n, int t, int count) {
+  const std::size_t per = n / std::size_t(count), extra = n % std::size_t(count);
+  const std::size_t begin = std::size_t(t) * per + std::min<std::size_t>(std::size_t(t), extra);
+  return {begin, begin + per + (std::size_t(t) < extra ? 1 : 0)};
+}
+
+}  // namespace
+
+void CpuBackend::do_dot_products(std::span<const Tensor* const> rows, std::span<const Tensor* const> columns,
+                                 std::span<double> products) {
+  const std::size_t n = rows.front()->elements(), R = rows.size(), C = columns.size();
+  const int threads = omp_get_max_threads();
+  // Each thread's sums, added in thread order at the end: an OpenMP reduction
+  // would add them in whatever order the threads finish.
+  std::vector<double> partial(std::size_t(threads) * R * C, 0.0);
+  int used = 1;
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = omp_get_thread_num(), count = omp_get_num_threads();
+#pragma omp single
+    used = count;
+    const auto [begin, end] = part_of(n, t, count);
+    double* sums = partial.data() + std::size_t(t) * R * C;
+    for (std::size_t start = begin; start < end; start += kProductBlock) {
+      const std::size_t length = std::min(kProductBlock, end - start);
+      const std::size_t whole = length - length % kLanes;
+      for (std::size_t c = 0; c < C; ++c) {
+        const float* pc = columns[c]->data() + start;
+        for (std::size_t r = 0; r < R; ++r) {
+          const float* pr = rows[r]->data() + start;
+          double lanes[kLanes] = {};
+          for (std::size_t i = 0; i < whole; i += kLanes)
+            for (std::size_t l = 0; l < kLanes; ++l) lanes[l] += double(pr[i + l]) * double(pc[i + l]);
+          double block = 0.0;
+          for (std::size_t l = 0; l < kLanes; ++l) block += lanes[l];
+          for (std::size_t i = whole; i < length; ++i) block += double(pr[i]) * double(pc[i]);
+          sums[r * C + c] += block;
+        }
+      }
+    }
+  }
+  for (std::size_t k = 0; k < R * C; ++k) {
+    double total = 0.0;
+    for (int t = 0; t < used; ++t) total += partial[std::size_t(t) * R * C + k];
+    products[k] = total;
+  }
+}
+
+void CpuBackend::do_combine(std::span<const Tensor* const> terms, std::span<const double> coefficients, Tensor& out) {
+  const std::size_t n = out.elements();
+  const std::size_t blocks = (n + kProductBlock - 1) / kProductBlock;
+  float* po = out.data();
+#pragma omp parallel for schedule(static)
+  for (std::size_t b = 0; b < blocks; ++b) {
+    const std::size_t start = b * kProductBlock, length = std::min(kProductBlock, n - start);
+    double sum[kProductBlock];
+    const float* p0 = terms[0]->data() + start;
+    for (std::size_t i = 0; i < length; ++i) sum[i] = coefficients[0] * double(p0[i]);
+    for (std::size_t k = 1; k < terms.size(); ++k) {
+      const float* pk = terms[k]->data() + start;
+      const double a = coefficients[k];
+      for (std::size_t i = 0; i < length; ++i) sum[i] += a * double(pk[i]);
+    }
+    // Written only after every term was read: `out` may be one of them.
+    for (std::size_t i = 0; i < length; ++i) po[start + i] = float(sum[i]);
+  }
 }
 
 void CpuBackend::do_subtract(const Tensor& a, const Tensor& b, Tensor& d) {

@@ -79,6 +79,9 @@ class CpuBackend final : public Backend {
   void do_scale(Tensor& a, float factor) override;
   void do_axpy(float alpha, const Tensor& x, Tensor& y) override;
   void do_subtract(const Tensor& a, const Tensor& b, Tensor& d) override;
+  void do_dot_products(std::span<const Tensor* const> rows, std::span<const Tensor* const> columns,
+                       std::span<double> products) override;
+  void do_combine(std::span<const Tensor* const> terms, std::span<const double> coefficients, Tensor& out) override;
   void do_accumulate_double(const Tensor& values, std::span<double> sum) override;
   void do_assign_from_double(std::span<const double> sum, Tensor& values) override;
   void do_adam_update(Tensor& x, const Tensor& g, Tensor& m, Tensor& v, const AdamState& state) override;

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
+#include <vector>
 
 #include "backends/cuda/cuda_kernels.cuh"
 #include "backends/cuda_registration.hpp"
@@ -152,6 +153,50 @@ __global__ void subtract_kernel(const float* a, const float* b, float* d, std::s
   TESSERA_GRID_STRIDE(i, n) d[i] = a[i] - b[i];
 }
 
+// Up to this many rows meet each column in one pass over it.
+constexpr int kRowsPerPass = 4;
+struct RowSet {
+  const float* rows[kRowsPerPass];
+  int count;
+};
+
+// Each block's partial sums of the rows' products with one column:
+// partials[r * row_stride + block]. block_sum reuses its shared memory, so
+// the block meets between rows.
+__global__ void rows_dot_column(RowSet set, const float* column, std::size_t n, double* partials,
+                                std::size_t row_stride) {
+  double sums[kRowsPerPass] = {};
+  TESSERA_GRID_STRIDE(i, n) {
+    const double c = column[i];
+#pragma unroll
+    for (int r = 0; r < kRowsPerPass; ++r)
+      if (r < set.count) sums[r] += double(set.rows[r][i]) * c;
+  }
+  for (int r = 0; r < set.count; ++r) {
+    const double total = block_sum(sums[r]);
+    if (threadIdx.x == 0) partials[r * row_stride + blockIdx.x] = total;
+    __syncthreads();
+  }
+}
+
+// Block g adds group g of `per_group` partial sums, in order.
+__global__ void sum_partial_groups(const double* partials, int per_group, double* results) {
+  const double* group = partials + std::size_t(blockIdx.x) * per_group;
+  double sum = 0.0;
+  for (int i = threadIdx.x; i < per_group; i += blockDim.x) sum += group[i];
+  const double total = block_sum(sum);
+  if (threadIdx.x == 0) results[blockIdx.x] = total;
+}
+
+__global__ void combine_kernel(const float* const* terms, const double* coefficients, int count, float* out,
+                               std::size_t n) {
+  TESSERA_GRID_STRIDE(i, n) {
+    double sum = 0.0;
+    for (int k = 0; k < count; ++k) sum += coefficients[k] * double(terms[k][i]);
+    out[i] = float(sum);  // after every term's element i was read: out may be a term
+  }
+}
+
 __global__ void adam_kernel(float* x, const float* g, float* m, float* v, std::size_t n, float step, float b1,
                             float b2, float eps) {
   TESSERA_GRID_STRIDE(i, n) {
@@ -269,6 +314,8 @@ void CudaBackend::release() {
   workspace_.reset();
   partials_.reset();
   scratch_.reset();
+  products_scratch_.reset();
+  combine_scratch_.reset();
   if (result_host_) (void)cudaFreeHost(result_host_);
   if (staging_host_) (void)cudaFreeHost(staging_host_);
   result_host_ = nullptr;
@@ -584,6 +631,67 @@ void CudaBackend::do_subtract(const Tensor& a, const Tensor& b, Tensor& d) {
   subtract_kernel<<<blocks_for(n, kThreadsPerBlock, 8 * multiprocessors_), kThreadsPerBlock, 0, stream_>>>(
       a.data(), b.data(), d.data(), n);
   TESSERA_CUDA_CHECK_LAUNCH("subtract");
+}
+
+void CudaBackend::do_dot_products(std::span<const Tensor* const> rows, std::span<const Tensor* const> columns,
+                                  std::span<double> products) {
+  const std::size_t n = rows.front()->elements(), R = rows.size(), C = columns.size();
+  if (n == 0) {
+    std::fill(products.begin(), products.end(), 0.0);
+    return;
+  }
+  // Partial sums stay on the device and one copy brings every product back:
+  // no synchronisation per product.
+  const int blocks = reduction_blocks(n);
+  double* partials = static_cast<double*>(device_scratch(products_scratch_, products_capacity_,
+                                                         (R * C * std::size_t(blocks) + R * C) * sizeof(double)));
+  double* results = partials + R * C * std::size_t(blocks);
+  for (std::size_t r0 = 0; r0 < R; r0 += kRowsPerPass) {
+    RowSet set{};
+    set.count = int(std::min<std::size_t>(kRowsPerPass, R - r0));
+    for (int r = 0; r < set.count; ++r) set.rows[r] = rows[r0 + r]->data();
+    for (std::size_t c = 0; c < C; ++c) {
+      // Product k = r * C + c has its partial sums at partials + k * blocks.
+      rows_dot_column<<<blocks, kThreadsPerBlock, 0, stream_>>>(set, columns[c]->data(), n,
+                                                                partials + (r0 * C + c) * blocks, C * blocks);
+      TESSERA_CUDA_CHECK_LAUNCH("rows_dot_column");
+    }
+  }
+  sum_partial_groups<<<int(R * C), kThreadsPerBlock, 0, stream_>>>(partials, blocks, results);
+  TESSERA_CUDA_CHECK_LAUNCH("sum_partial_groups");
+  TESSERA_CUDA_CHECK(
+      cudaMemcpyAsync(products.data(), results, products.size_bytes(), cudaMemcpyDeviceToHost, stream_));
+  synchronize("dot_products");
+}
+
+void CudaBackend::do_combine(std::span<const Tensor* const> terms, std::span<const double> coefficients, Tensor& out) {
+  const std::size_t n = out.elements(), count = terms.size();
+  if (n == 0) return;
+  // The term pointers and coefficients travel in one device buffer; a copy
+  // from pageable memory has read the host vector when it returns.
+  std::vector<unsigned char> arguments(count * (sizeof(const float*) + sizeof(double)));
+  for (std::size_t k = 0; k < count; ++k) {
+    const float* pointer = terms[k]->data();
+    std::memcpy(arguments.data() + k * sizeof pointer, &pointer, sizeof pointer);
+  }
+  std::memcpy(arguments.data() + count * sizeof(const float*), coefficients.data(), count * sizeof(double));
+  auto* device = static_cast<unsigned char*>(device_scratch(combine_scratch_, combine_capacity_, arguments.size()));
+  TESSERA_CUDA_CHECK(cudaMemcpyAsync(device, arguments.data(), arguments.size(), cudaMemcpyHostToDevice, stream_));
+  combine_kernel<<<blocks_for(n, kThreadsPerBlock, 8 * multiprocessors_), kThreadsPerBlock, 0, stream_>>>(
+      reinterpret_cast<const float* const*>(device),
+      reinterpret_cast<const double*>(device + count * sizeof(const float*)), int(count), out.data(), n);
+  TESSERA_CUDA_CHECK_LAUNCH("combine");
+}
+
+void* CudaBackend::device_scratch(std::shared_ptr<void>& buffer, std::size_t& capacity, std::size_t bytes) {
+  if (bytes > capacity) {
+    // The buffer may still be read by work queued on the stream.
+    synchronize("growing a scratch buffer");
+    buffer.reset();
+    buffer = allocate_bytes(bytes);
+    capacity = bytes;
+  }
+  return buffer.get();
 }
 
 // The double sums live on the host (the tiled objective adds every block's

@@ -75,6 +75,9 @@ class CudaBackend final : public Backend {
   void do_scale(Tensor& a, float factor) override;
   void do_axpy(float alpha, const Tensor& x, Tensor& y) override;
   void do_subtract(const Tensor& a, const Tensor& b, Tensor& d) override;
+  void do_dot_products(std::span<const Tensor* const> rows, std::span<const Tensor* const> columns,
+                       std::span<double> products) override;
+  void do_combine(std::span<const Tensor* const> terms, std::span<const double> coefficients, Tensor& out) override;
   void do_accumulate_double(const Tensor& values, std::span<double> sum) override;
   void do_assign_from_double(std::span<const double> sum, Tensor& values) override;
   void do_adam_update(Tensor& x, const Tensor& g, Tensor& m, Tensor& v, const AdamState& state) override;
@@ -87,6 +90,8 @@ class CudaBackend final : public Backend {
   void synchronize(const char* what);
   void release();
   float* host_floats(std::size_t count);  // pinned staging, grown once to the largest Gram
+  // A device buffer of at least `bytes`, grown (never shrunk) as needed.
+  void* device_scratch(std::shared_ptr<void>& buffer, std::size_t& capacity, std::size_t bytes);
 
   int device_ = 0;
   int multiprocessors_ = 0;
@@ -105,6 +110,10 @@ class CudaBackend final : public Backend {
   std::size_t staging_capacity_ = 0;
   std::shared_ptr<void> scratch_;   // device planar f32 for uploads/downloads of other layouts
   std::size_t scratch_capacity_ = 0;
+  std::shared_ptr<void> products_scratch_;  // dot_products' partial sums and results
+  std::size_t products_capacity_ = 0;
+  std::shared_ptr<void> combine_scratch_;   // combine's term pointers and coefficients
+  std::size_t combine_capacity_ = 0;
 
   struct CachedWeights {
     std::uint64_t fingerprint;
