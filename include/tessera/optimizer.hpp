@@ -61,6 +61,103 @@ class Optimizer {
 
 enum class LineSearch { none, strong_wolfe };
 
+// How L-BFGS keeps its history of steps and gradient changes and turns it
+// into a direction (-H g, H the inverse Hessian the history describes).
+// Lbfgs's steps and line search are the same whatever keeps the history.
+class LbfgsHistory {
+ public:
+  struct Measurement {
+    double slope = 0.0;  // g . d along the current direction (when `step` > 0)
+    double l1 = 0.0;     // |g|_1 over every rank (when asked for)
+  };
+  struct Direction {
+    double slope = 0.0;  // g . d
+    double move = 0.0;   // the root mean square of d over every rank's values
+  };
+  virtual ~LbfgsHistory() = default;
+  // The gradient was just evaluated at the point `step` along direction()
+  // from where that direction was found (step 0: a point with no step to
+  // learn from: the first, or one after which the history is cleared).
+  // A collective call.
+  virtual Measurement measure(const Tensor& gradient, double step, bool with_l1) = 0;
+  // The gradient last measured is where the next step starts: takes in the
+  // step that led there (unless `restart`, which clears the history) and
+  // sets direction() = -H gradient.
+  virtual Direction next_direction(const Tensor& gradient, bool restart) = 0;
+  // The line search found no lower loss: the point where the direction was
+  // found, and its gradient (origin_gradient()), are the current ones again.
+  virtual void return_to_origin() = 0;
+  virtual const Tensor& direction() const = 0;
+  virtual const Tensor& origin_gradient() const = 0;
+  virtual int pairs() const = 0;
+
+  // Adds its scalars, arrays and vector names to `state`.
+  virtual void save(OptimizerState& state) const = 0;
+  virtual const Tensor* vector(const std::string& name) const = 0;
+  virtual void restore(const OptimizerState& state,
+                       const std::function<void(const std::string& name, Tensor& vector)>& fill) = 0;
+};
+
+// The history as vectors and their inner products (the vector-free L-BFGS of
+// Chen, Wang and Zhou, "Large-scale L-BFGS using MapReduce", NeurIPS 2014):
+// the pairs s_i, y_i as the two-loop recursion keeps them, and a matrix of
+// the inner products of every two history vectors. measure() takes the new
+// gradient's products with the history (and those of the pair it would
+// make) in one pass over the history and one reduction; the recursion then
+// runs on those numbers alone, and the direction is one linear combination
+// of the history and the gradient. Two collectives an iteration (the
+// objective's and this) at any history length, where the recursion over
+// vectors makes 2 x history + 2.
+class InnerProductHistory final : public LbfgsHistory {
+ public:
+  InnerProductHistory(Backend& backend, Communicator& communicator, Shape shape, int capacity);
+  Measurement measure(const Tensor& gradient, double step, bool with_l1) override;
+  Direction next_direction(const Tensor& gradient, bool restart) override;
+  void return_to_origin() override;
+  const Tensor& direction() const override { return direction_; }
+  const Tensor& origin_gradient() const override { return origin_gradient_; }
+  int pairs() const override { return int(pairs_.size()); }
+  void save(OptimizerState& state) const override;
+  const Tensor* vector(const std::string& name) const override;
+  void restore(const OptimizerState& state,
+               const std::function<void(const std::string& name, Tensor& vector)>& fill) override;
+
+ private:
+  struct Pair {
+    Tensor s, y;
+  };
+  // The last measured gradient g's products. With a pair (s = step x
+  // direction, y = g - origin gradient): rows s, y, g against the history
+  // [s_0, y_0, s_1, ...] and against s, y, g; without: g alone.
+  struct Point {
+    bool has_pair = false;
+    int rows = 1;
+    std::vector<double> history;  // rows x (2 pairs), row-major
+    double mutual[3][3] = {};     // among s, y, g (g alone at [0][0] without a pair)
+    double gg() const { return rows == 3 ? mutual[2][2] : mutual[0][0]; }
+  };
+  Tensor take_buffer();
+  void clear();
+  void drop_oldest();
+  void take_in_pair();
+  void keep_gradient_row();
+  void recompute_products();
+
+  Backend& backend_;
+  Communicator& communicator_;
+  Shape shape_;
+  int capacity_;
+  Tensor direction_, origin_gradient_, pending_s_, pending_y_;
+  bool has_origin_ = false;
+  std::deque<Pair> pairs_;
+  std::vector<double> products_;  // (2 pairs)^2 over [s_0, y_0, s_1, y_1, ...]
+  double hessian_diagonal_ = 1.0;
+  Point point_;
+  double origin_gg_ = 0.0;  // g . g at the origin, for return_to_origin()
+  double total_elements_ = 0.0;
+  std::vector<Tensor> spare_;
+};
+
 struct LbfgsSettings {
   int history = 100;
   float learning_rate = 1.0f;
@@ -88,49 +185,35 @@ struct LbfgsSettings {
 // Optimization, algorithms 3.5 and 3.6), at most 25 evaluations. The first
 // trial is in image units (see LbfgsSettings). A search that finds no lower
 // loss clears the history and starts again from the steepest descent.
+//
+// The history is an InnerProductHistory unless another is given.
 class Lbfgs final : public Optimizer {
  public:
-  Lbfgs(Backend& backend, Communicator& communicator, Shape shape, LbfgsSettings settings);
+  Lbfgs(Backend& backend, Communicator& communicator, Shape shape, LbfgsSettings settings,
+        std::unique_ptr<LbfgsHistory> history = nullptr);
   bool update(Tensor& x, const Tensor& gradient, double loss) override;
   StepReport step(Tensor& x, Tensor& gradient, double& loss, const Evaluate& evaluate) override;
   std::string name() const override { return "lbfgs"; }
   std::string stop_reason() const override { return stop_reason_; }
   bool converged() const override { return converged_; }
-  int history_size() const { return int(directions_.size()); }
+  int history_size() const { return history_->pairs(); }
   OptimizerState state() const override;
   const Tensor& vector(const std::string& name) const override;
   void restore(const OptimizerState& state,
                const std::function<void(const std::string& name, Tensor& vector)>& fill) override;
 
  private:
-  double dot(const Tensor& a, const Tensor& b);
-  Tensor take_buffer();
-  // Takes in the step just made (unless the history was cleared) and sets
-  // direction_ = -H gradient; keeps the gradient for the next pair.
-  void find_direction(const Tensor& gradient);
-  void clear_history();
-  // The slope of the loss along direction_ (g.d) and the RMS over every
-  // rank's values of direction_, in one reduction.
-  void slope_and_move(const Tensor& gradient, double& slope, double& move);
-
   Backend& backend_;
-  Communicator& communicator_;
-  Shape shape_;
   LbfgsSettings settings_;
+  std::unique_ptr<LbfgsHistory> history_;
   int iteration_ = 0;
-  Tensor direction_, previous_gradient_;
-  float step_ = 0.0f;
-  double hessian_diagonal_ = 1.0;
-  std::deque<Tensor> directions_, steps_;  // y_i = g_{i+1} - g_i, s_i = x_{i+1} - x_i
-  std::deque<double> rho_;                 // 1 / (y_i . s_i)
-  std::vector<double> alpha_;
-  std::vector<Tensor> spare_;              // recycled history buffers
+  float step_ = 0.0f;                      // along the last direction, to the current point
+  bool measured_ = false;                  // the history has measured the current gradient
   Tensor origin_;                          // x where the line search started
   bool restart_ = false;                   // the history was cleared: start afresh
   double last_move_ = 0.0;                 // RMS of the last step taken
   double last_decrease_ = 0.0;             // of the loss, by the last step
   bool last_fresh_ = false;                // the last step was a steepest descent
-  double total_elements_ = 0.0;            // of x, over every rank
   std::string stop_reason_;
   bool converged_ = false;
 };

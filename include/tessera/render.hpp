@@ -56,6 +56,9 @@ struct RenderInputs {
   // planar (the layout render_layout gives, as Renderer::local_image has).
   std::vector<float> start;
   std::vector<float> local_start;
+  // Where set, L-BFGS keeps its history this way rather than as an
+  // InnerProductHistory (the tests compare the two recursions).
+  std::function<std::unique_ptr<LbfgsHistory>(Backend&, Communicator&, Shape, int capacity)> lbfgs_history;
 };
 
 // The tiles a Renderer makes of a width x height image for these settings,

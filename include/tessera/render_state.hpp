@@ -13,6 +13,7 @@ namespace tessera {
 // (each rank holds its part).
 struct OptimizerState {
   std::map<std::string, double> scalars;
+  std::map<std::string, std::vector<double>> arrays;  // also the same on every rank
   std::vector<std::string> vectors;  // names, in the order they are saved
 };
 

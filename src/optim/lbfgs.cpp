@@ -9,124 +9,36 @@
 
 namespace tessera {
 
-Lbfgs::Lbfgs(Backend& backend, Communicator& communicator, Shape shape, LbfgsSettings settings)
-    : backend_(backend), communicator_(communicator), shape_(shape), settings_(settings) {
+Lbfgs::Lbfgs(Backend& backend, Communicator& communicator, Shape shape, LbfgsSettings settings,
+             std::unique_ptr<LbfgsHistory> history)
+    : backend_(backend), settings_(settings), history_(std::move(history)) {
   if (settings_.history < 1) fail("L-BFGS history must be at least 1, got ", settings_.history);
   if (!(settings_.learning_rate > 0.0f)) fail("L-BFGS learning rate must be positive");
-  direction_ = backend_.allocate(shape_, Layout::planar, Backend::Contents::unset);
-  previous_gradient_ = backend_.allocate(shape_, Layout::planar, Backend::Contents::unset);
+  if (!history_) history_ = std::make_unique<InnerProductHistory>(backend, communicator, shape, settings_.history);
   if (settings_.line_search != LineSearch::none)
-    origin_ = backend_.allocate(shape_, Layout::planar, Backend::Contents::unset);
-  alpha_.resize(settings_.history);
-}
-
-double Lbfgs::dot(const Tensor& a, const Tensor& b) { return communicator_.sum(backend_.dot(a, b)); }
-
-Tensor Lbfgs::take_buffer() {
-  // The history grows to its full size once, then recycles its oldest pair:
-  // no allocation in the steady state.
-  if (!spare_.empty()) {
-    Tensor t = std::move(spare_.back());
-    spare_.pop_back();
-    return t;
-  }
-  return backend_.allocate(shape_, Layout::planar, Backend::Contents::unset);
-}
-
-void Lbfgs::clear_history() {
-  while (!directions_.empty()) {
-    spare_.push_back(std::move(directions_.back()));
-    spare_.push_back(std::move(steps_.back()));
-    directions_.pop_back();
-    steps_.pop_back();
-  }
-  rho_.clear();
-  hessian_diagonal_ = 1.0;
-}
-
-void Lbfgs::slope_and_move(const Tensor& gradient, double& slope, double& move) {
-  if (total_elements_ == 0.0) total_elements_ = communicator_.sum(double(direction_.elements()));
-  double products[2] = {backend_.dot(gradient, direction_), backend_.dot(direction_, direction_)};
-  communicator_.sum(std::span<double>(products, 2));  // one reduction for both
-  slope = products[0];
-  move = std::sqrt(products[1] / total_elements_);
-}
-
-void Lbfgs::find_direction(const Tensor& gradient) {
-  if (iteration_ == 1 || restart_) {
-    if (restart_) clear_history();
-    restart_ = false;
-    backend_.copy(gradient, direction_);
-    backend_.scale(direction_, -1.0f);
-    hessian_diagonal_ = 1.0;
-  } else {
-    // y = g - g_prev, s = t d_prev (the step just taken).
-    Tensor y = take_buffer();
-    Tensor s = take_buffer();
-    backend_.subtract(gradient, previous_gradient_, y);
-    backend_.copy(direction_, s);
-    backend_.scale(s, step_);
-    double products[3] = {backend_.dot(y, s), backend_.dot(y, y), backend_.dot(s, s)};
-    communicator_.sum(std::span<double>(products, 3));  // one reduction for the three
-    const double ys = products[0], yy = products[1], ss = products[2];
-    // torch accepts a pair when y.s > 1e-10, an absolute bound. The
-    // objective is normalised by the image's size, so y.s of a step shrinks
-    // as the square of the pixel count: on large images (and at the start of
-    // each finer scale) every pair was refused, and L-BFGS crawled along the
-    // raw gradient. The same bound relative to |y||s| keeps torch's choices
-    // wherever y.s is not tiny and works at any size.
-    if (ys > 1e-10 * std::sqrt(yy * ss)) {
-      if (int(directions_.size()) == settings_.history) {
-        spare_.push_back(std::move(directions_.front()));
-        spare_.push_back(std::move(steps_.front()));
-        directions_.pop_front();
-        steps_.pop_front();
-        rho_.pop_front();
-      }
-      directions_.push_back(std::move(y));
-      steps_.push_back(std::move(s));
-      rho_.push_back(1.0 / ys);
-      hessian_diagonal_ = ys / yy;
-    } else {
-      spare_.push_back(std::move(y));
-      spare_.push_back(std::move(s));
-    }
-    // Two-loop recursion: d = -H g.
-    Tensor& q = direction_;
-    backend_.copy(gradient, q);
-    backend_.scale(q, -1.0f);
-    const int count = int(directions_.size());
-    for (int i = count - 1; i >= 0; --i) {
-      alpha_[i] = dot(steps_[i], q) * rho_[i];
-      backend_.axpy(float(-alpha_[i]), directions_[i], q);
-    }
-    backend_.scale(q, float(hessian_diagonal_));
-    for (int i = 0; i < count; ++i) {
-      double beta = dot(directions_[i], q) * rho_[i];
-      backend_.axpy(float(alpha_[i] - beta), steps_[i], q);
-    }
-  }
-  backend_.copy(gradient, previous_gradient_);
+    origin_ = backend_.allocate(shape, Layout::planar, Backend::Contents::unset);
 }
 
 bool Lbfgs::update(Tensor& x, const Tensor& gradient, double /*loss*/) {
   ++iteration_;
-  find_direction(gradient);
-  if (iteration_ == 1) {
-    double l1 = communicator_.sum(backend_.sum_abs(gradient));
-    step_ = float(std::min(1.0, l1 > 0.0 ? 1.0 / l1 : 1.0) * settings_.learning_rate);
+  const bool first = iteration_ == 1;
+  // The gradient comes from the caller's evaluation, at step_ along the
+  // last direction.
+  const LbfgsHistory::Measurement measured = history_->measure(gradient, first ? 0.0 : double(step_), first);
+  const LbfgsHistory::Direction direction = history_->next_direction(gradient, first);
+  if (first) {
+    step_ = float(std::min(1.0, measured.l1 > 0.0 ? 1.0 / measured.l1 : 1.0) * settings_.learning_rate);
   } else {
     step_ = settings_.learning_rate;
   }
   // neural-style runs with tolX = -1: it stops only when the direction
   // climbs (g.d > 1), which in practice means the gradient vanished or broke.
-  double directional = dot(gradient, direction_);
-  if (!(directional <= 1.0)) {
-    stop_reason_ = std::isfinite(directional) ? "L-BFGS found no descent direction"
-                                              : "the gradient is not finite";
+  if (!(direction.slope <= 1.0)) {
+    stop_reason_ = std::isfinite(direction.slope) ? "L-BFGS found no descent direction"
+                                                  : "the gradient is not finite";
     return false;
   }
-  backend_.axpy(step_, direction_, x);
+  backend_.axpy(step_, history_->direction(), x);
   return true;
 }
 
@@ -162,9 +74,13 @@ StepReport Lbfgs::step(Tensor& x, Tensor& gradient, double& loss, const Evaluate
   StepReport report;
   ++iteration_;
   bool fresh = iteration_ == 1 || restart_;
-  find_direction(gradient);
-  double slope0 = 0.0, move = 0.0;  // move: the RMS change of x for a unit step
-  slope_and_move(gradient, slope0, move);
+  // The first iteration's gradient, and the first after a restore, come
+  // from the caller; the others from this search's last trial.
+  if (!measured_) history_->measure(gradient, fresh ? 0.0 : double(step_), false);
+  measured_ = true;
+  restart_ = false;
+  LbfgsHistory::Direction found = history_->next_direction(gradient, fresh);
+  double slope0 = found.slope, move = found.move;  // move: the RMS change of x for a unit step
   if (!std::isfinite(slope0) || !std::isfinite(loss)) {
     stop_reason_ = "the gradient is not finite";
     report.progressed = false;
@@ -173,10 +89,10 @@ StepReport Lbfgs::step(Tensor& x, Tensor& gradient, double& loss, const Evaluate
   if (!(slope0 < 0.0) && !fresh) {
     // The history's curvature no longer describes the loss: start again
     // from the steepest descent.
-    restart_ = true;
-    find_direction(gradient);
+    found = history_->next_direction(gradient, true);
     fresh = true;
-    slope_and_move(gradient, slope0, move);
+    slope0 = found.slope;
+    move = found.move;
   }
   if (!(slope0 < 0.0)) {
     stop_reason_ = "converged: the gradient vanished, so nothing lowers the loss from here";
@@ -209,13 +125,15 @@ StepReport Lbfgs::step(Tensor& x, Tensor& gradient, double& loss, const Evaluate
   const double f0 = loss;
   int evaluated = 0;
   Trial last;  // the point x and gradient now hold
+  const Tensor& direction = history_->direction();
   auto try_step = [&](double step) {
     backend_.copy(origin_, x);
-    backend_.axpy(float(step), direction_, x);
+    backend_.axpy(float(step), direction, x);
     Trial trial;
     trial.t = step;
     trial.loss = evaluate(x, gradient);
-    trial.slope = dot(gradient, direction_);
+    // The history's pair takes the step as the image took it, in f32.
+    trial.slope = history_->measure(gradient, double(float(step)), false).slope;
     if (!std::isfinite(trial.loss) || !std::isfinite(trial.slope)) {
       trial.loss = std::numeric_limits<double>::infinity();
       trial.slope = std::numeric_limits<double>::quiet_NaN();
@@ -290,7 +208,8 @@ StepReport Lbfgs::step(Tensor& x, Tensor& gradient, double& loss, const Evaluate
   if (accepted.t == 0.0) {
     // No step lowered the loss: back to the start.
     backend_.copy(origin_, x);
-    backend_.copy(previous_gradient_, gradient);
+    backend_.copy(history_->origin_gradient(), gradient);
+    history_->return_to_origin();
     loss = f0;
     report.evaluated_here = true;
     if (fresh) {
@@ -306,8 +225,9 @@ StepReport Lbfgs::step(Tensor& x, Tensor& gradient, double& loss, const Evaluate
   }
   if (last.t != accepted.t) {
     backend_.copy(origin_, x);
-    backend_.axpy(float(accepted.t), direction_, x);
+    backend_.axpy(float(accepted.t), direction, x);
     loss = evaluate(x, gradient);
+    history_->measure(gradient, double(float(accepted.t)), false);
     ++report.evaluations;
     report.losses.push_back(loss);
   } else {
@@ -323,12 +243,6 @@ StepReport Lbfgs::step(Tensor& x, Tensor& gradient, double& loss, const Evaluate
 
 namespace {
 
-std::string pair_name(const char* what, int index) {
-  char name[32];
-  std::snprintf(name, sizeof name, "%s_%03d", what, index);
-  return name;
-}
-
 double required(const OptimizerState& state, const std::string& name) {
   auto it = state.scalars.find(name);
   if (it == state.scalars.end()) fail("L-BFGS state: '", name, "' is missing");
@@ -341,44 +255,26 @@ OptimizerState Lbfgs::state() const {
   OptimizerState state;
   state.scalars["iteration"] = iteration_;
   state.scalars["step"] = step_;
-  state.scalars["hessian_diagonal"] = hessian_diagonal_;
-  state.scalars["history_pairs"] = double(directions_.size());
   state.scalars["restart"] = restart_ ? 1.0 : 0.0;
   state.scalars["last_move"] = last_move_;
   state.scalars["last_decrease"] = last_decrease_;
   state.scalars["last_fresh"] = last_fresh_ ? 1.0 : 0.0;
-  if (iteration_ == 0) return state;
-  state.vectors = {"direction", "previous_gradient"};
-  for (std::size_t i = 0; i < directions_.size(); ++i) {
-    state.scalars[pair_name("rho", int(i))] = rho_[i];
-    state.vectors.push_back(pair_name("y", int(i)));
-    state.vectors.push_back(pair_name("s", int(i)));
-  }
+  if (iteration_ > 0) history_->save(state);
   return state;
 }
 
 const Tensor& Lbfgs::vector(const std::string& name) const {
-  if (name == "direction") return direction_;
-  if (name == "previous_gradient") return previous_gradient_;
-  for (std::size_t i = 0; i < directions_.size(); ++i) {
-    if (name == pair_name("y", int(i))) return directions_[i];
-    if (name == pair_name("s", int(i))) return steps_[i];
-  }
+  if (const Tensor* v = history_->vector(name)) return *v;
   fail("internal: L-BFGS has no vector '", name, "'");
 }
 
 void Lbfgs::restore(const OptimizerState& state,
                     const std::function<void(const std::string& name, Tensor& vector)>& fill) {
   const double iteration = required(state, "iteration");
-  const double pairs = required(state, "history_pairs");
   if (!(iteration >= 0 && iteration < 1e9 && iteration == std::floor(iteration)))
     fail("L-BFGS state: iteration ", iteration, " is not a count");
-  if (!(pairs >= 0 && pairs <= settings_.history && pairs == std::floor(pairs)))
-    fail("L-BFGS state: ", pairs, " history pairs, this optimiser keeps at most ", settings_.history);
   iteration_ = int(iteration);
   step_ = float(required(state, "step"));
-  clear_history();
-  hessian_diagonal_ = required(state, "hessian_diagonal");
   // The line search's memory; absent from checkpoints written without it.
   auto optional = [&](const char* name) {
     auto it = state.scalars.find(name);
@@ -388,16 +284,9 @@ void Lbfgs::restore(const OptimizerState& state,
   last_move_ = optional("last_move");
   last_decrease_ = optional("last_decrease");
   last_fresh_ = optional("last_fresh") != 0.0;
-  if (iteration_ == 0) return;
-  fill("direction", direction_);
-  fill("previous_gradient", previous_gradient_);
-  for (int i = 0; i < int(pairs); ++i) {
-    directions_.push_back(take_buffer());
-    steps_.push_back(take_buffer());
-    fill(pair_name("y", i), directions_.back());
-    fill(pair_name("s", i), steps_.back());
-    rho_.push_back(required(state, pair_name("rho", i)));
-  }
+  // The caller evaluates the restored image: the history measures it anew.
+  measured_ = false;
+  if (iteration_ > 0) history_->restore(state, fill);
 }
 
 }  // namespace tessera

@@ -110,7 +110,9 @@ Renderer::Renderer(Backend& backend, Communicator& communicator, RenderSettings 
     // size and the weights, and no search starts more than 25 away.
     lbfgs.first_move = 0.01 * unit;
     lbfgs.max_move = 0.1 * unit;
-    optimizer_ = std::make_unique<Lbfgs>(backend_, communicator_, local, lbfgs);
+    std::unique_ptr<LbfgsHistory> history;
+    if (inputs_.lbfgs_history) history = inputs_.lbfgs_history(backend_, communicator_, local, lbfgs.history);
+    optimizer_ = std::make_unique<Lbfgs>(backend_, communicator_, local, lbfgs, std::move(history));
   } else if (settings_.optimizer == "adam") {
     // The learning rate is in grey levels (1/255 of the RGB range): Adam's
     // first step moves each value by about that much, whatever the weights'

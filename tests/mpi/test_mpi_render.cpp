@@ -45,6 +45,30 @@ INSTANTIATE_TEST_SUITE_P(Mpi, MpiRender,
                          ::testing::Combine(::testing::Values("vgg19", "nin"), ::testing::Values("lbfgs", "adam")),
                          [](const auto& info) { return std::get<0>(info.param) + "_" + std::get<1>(info.param); });
 
+// The history of inner products (one reduction an iteration) shadowed by
+// the two-loop recursion over the vectors (a reduction per dot product) on
+// every rank of the job, one tile each: the same directions on every rank
+// count, and the same image as one rank's.
+TEST(MpiLbfgs, InnerProductsFindTheTwoLoopDirectionsOnEveryRank) {
+  auto backend = make_backend("cpu");
+  constexpr int kIterations = 30;
+  const int ranks = g_world->size();
+  auto record = std::make_shared<testing::TandemRecord>();
+  auto renderer = testing::case_renderer(testing::kVggCase, *backend, *g_world, "lbfgs", 1, ranks, -1, kIterations,
+                                         100, LineSearch::strong_wolfe, testing::tandem_history(record));
+  ASSERT_EQ(renderer->run(nullptr), kIterations) << renderer->stop_reason();
+  EXPECT_GE(record->directions, kIterations);
+  EXPECT_LE(record->worst_direction, 1e-5) << ranks << " ranks";
+  EXPECT_LE(record->worst_slope, 1e-5) << ranks << " ranks";
+  EXPECT_LE(record->worst_move, 1e-5) << ranks << " ranks";
+  Image tiled = renderer->image();
+  if (g_world->rank() != 0) return;
+  SingleProcess alone;
+  auto whole = testing::case_renderer(testing::kVggCase, *backend, alone, "lbfgs", 1, 1, -1, kIterations);
+  ASSERT_EQ(whole->run(nullptr), kIterations) << whole->stop_reason();
+  EXPECT_LE(testing::max_difference(tiled, whole->image()), 1e-4) << ranks << " ranks against 1";
+}
+
 // Pixels moved from one layout to another that overlaps it unevenly (the
 // windows of the next scale's tiles): every rank gets exactly the values of
 // its boxes, whichever ranks held them.

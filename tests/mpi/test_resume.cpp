@@ -146,6 +146,35 @@ class Resume : public ::testing::Test {
   fs::path folder_;
 };
 
+// The JSON log counts what each iteration's communication cost. With the
+// history of inner products, an iteration of L-BFGS makes two collectives
+// for each evaluation of the loss (the objective's sums, the history's
+// products), however long the history, besides the render's own agreement
+// on stopping (after the report).
+using JobLog = Resume;
+
+TEST_F(JobLog, TwoRanksMakeTwoCollectivesAnEvaluation) {
+  ASSERT_EQ(run(render({"--size", "96", "--iterations", "12", "--tiles", "1x2", "--log-json", "log.jsonl", "-o",
+                        "out.png"},
+                       2)),
+            0)
+      << text("command.log");
+  auto lines = log_lines("log.jsonl");
+  ASSERT_EQ(lines.size(), 12u);
+  for (const auto& line : lines) {
+    SCOPED_TRACE(line.dump());
+    const int evaluations = line.at("evaluations");
+    ASSERT_GE(evaluations, 1);
+    EXPECT_LE(int(line.at("collectives")), 2 * evaluations);
+    EXPECT_GT(int(line.at("collective_bytes")), 0);
+    EXPECT_GE(double(line.at("collective_seconds")), 0.0);
+    // Two tiles on two ranks exchange halos: one message each way an
+    // evaluation, at least.
+    EXPECT_GE(int(line.at("messages")), evaluations);
+    EXPECT_GT(int(line.at("message_bytes")), 0);
+  }
+}
+
 // SIGTERM to one of two ranks: every rank stops after the same iteration, a
 // checkpoint and the image so far are written, the job exits 130. Three
 // ranks continue it to the uninterrupted render's image.

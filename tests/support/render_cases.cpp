@@ -21,7 +21,8 @@ Image seeded_rgb(int width, int height, std::uint64_t seed) {
 
 std::unique_ptr<Renderer> case_renderer(const RenderCase& c, Backend& backend, Communicator& communicator,
                                         const std::string& optimizer, int rows, int columns, int halo_px,
-                                        int iterations, int lbfgs_history) {
+                                        int iterations, int lbfgs_history, LineSearch line_search,
+                                        HistoryFactory history) {
   WeightSet weights = synthetic_weights(c.model, c.convs);
   RenderSettings settings;
   settings.model = c.model;
@@ -31,6 +32,7 @@ std::unique_ptr<Renderer> case_renderer(const RenderCase& c, Backend& backend, C
   settings.optimizer = optimizer;
   settings.learning_rate = 5.1f;  // grey levels: 0.02 in the synthetic weights' identity input units
   settings.lbfgs_history = lbfgs_history;
+  settings.line_search = line_search;
   settings.iterations = iterations;
   settings.init = InitKind::content;
   settings.tile_rows = rows;
@@ -40,12 +42,22 @@ std::unique_ptr<Renderer> case_renderer(const RenderCase& c, Backend& backend, C
   inputs.weights = &weights;
   inputs.content = seeded_rgb(c.width, c.height, 71);
   inputs.styles.push_back(seeded_rgb(c.width - 9, c.height + 5, 72));
+  inputs.lbfgs_history = std::move(history);
   if (communicator.rank() != 0) {
     // Only rank 0 holds pixels; the renderer scatters what each rank needs.
     inputs.content.pixels.clear();
     inputs.styles.back().pixels.clear();
   }
   return std::make_unique<Renderer>(backend, communicator, settings, std::move(inputs));
+}
+
+HistoryFactory tandem_history(std::shared_ptr<TandemRecord> record) {
+  return [record](Backend& backend, Communicator& communicator, Shape shape, int capacity) {
+    return std::make_unique<TandemHistory>(backend,
+                                           std::make_unique<InnerProductHistory>(backend, communicator, shape, capacity),
+                                           std::make_unique<TwoLoopHistory>(backend, communicator, shape, capacity),
+                                           record);
+  };
 }
 
 Image render_case(const RenderCase& c, Communicator& communicator, const std::string& optimizer, int rows,

@@ -2,10 +2,12 @@
 // tests: the same settings, so that their results compare.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "support/two_loop_history.hpp"
 #include "tessera/backend.hpp"
 #include "tessera/communicator.hpp"
 #include "tessera/image.hpp"
@@ -35,9 +37,16 @@ Image seeded_rgb(int width, int height, std::uint64_t seed);
 
 // The renderer of a case on any backend: from the content image, on rows x
 // columns tiles; halo_px -1 is the exact halo. Only rank 0 is given pixels.
+// `history`, where set, makes L-BFGS's history (RenderInputs::lbfgs_history).
+using HistoryFactory = std::function<std::unique_ptr<LbfgsHistory>(Backend&, Communicator&, Shape, int capacity)>;
 std::unique_ptr<Renderer> case_renderer(const RenderCase& c, Backend& backend, Communicator& communicator,
                                         const std::string& optimizer, int rows, int columns, int halo_px = -1,
-                                        int iterations = 6, int lbfgs_history = 100);
+                                        int iterations = 6, int lbfgs_history = 100,
+                                        LineSearch line_search = LineSearch::strong_wolfe,
+                                        HistoryFactory history = nullptr);
+// L-BFGS's history of inner products, shadowed by the two-loop recursion
+// (TandemHistory), every comparison into `record`.
+HistoryFactory tandem_history(std::shared_ptr<TandemRecord> record);
 
 // Six iterations (by default) from the content image, on rows x columns
 // tiles; halo_px -1 is the exact halo. Rank 0 gets the image.

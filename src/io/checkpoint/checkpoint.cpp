@@ -61,9 +61,16 @@ json state_json(const RenderState& state) {
     if (!std::isfinite(value)) fail("cannot save the render's state: optimiser value '", name, "' is ", value);
     scalars[name] = value;
   }
+  json arrays = json::object();
+  for (const auto& [name, values] : state.optimizer_state.arrays) {
+    for (double value : values)
+      if (!std::isfinite(value)) fail("cannot save the render's state: optimiser array '", name, "' holds ", value);
+    arrays[name] = values;
+  }
   return {{"iterations_done", state.iterations_done},
           {"optimizer", state.optimizer},
           {"scalars", scalars},
+          {"arrays", arrays},
           {"vectors", state.optimizer_state.vectors}};
 }
 
@@ -72,6 +79,9 @@ RenderState state_from_json(const json& in) {
   state.iterations_done = in.at("iterations_done").get<int>();
   state.optimizer = in.at("optimizer").get<std::string>();
   state.optimizer_state.scalars = in.at("scalars").get<std::map<std::string, double>>();
+  // Absent from checkpoints of earlier versions.
+  if (in.contains("arrays"))
+    state.optimizer_state.arrays = in.at("arrays").get<std::map<std::string, std::vector<double>>>();
   state.optimizer_state.vectors = in.at("vectors").get<std::vector<std::string>>();
   return state;
 }
