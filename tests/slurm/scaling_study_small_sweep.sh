@@ -25,7 +25,8 @@ from pathlib import Path
 rows = list(csv.DictReader(open("study/scaling.csv")))
 expected_columns = ["mode", "backend", "size", "ranks", "tiles", "seconds_per_iteration", "iterations_per_minute",
                     "compute_seconds", "halo_seconds", "allreduce_seconds", "optimizer_seconds",
-                    "parallel_efficiency", "speedup", "peak_rss_max_mib", "peak_rss_mean_mib"]
+                    "parallel_efficiency", "speedup", "peak_rss_max_mib", "peak_rss_mean_mib",
+                    "collectives_per_iteration", "messages_per_iteration"]
 missing = [c for c in expected_columns if c not in rows[0]]
 assert not missing, f"columns missing: {missing}"
 assert len(rows) == 6, f"{len(rows)} rows, expected 6 (strong and weak, 1, 2, 4 ranks)"
@@ -38,6 +39,9 @@ for r in rows:
     for column in ("seconds_per_iteration", "iterations_per_minute", "compute_seconds", "peak_rss_max_mib"):
         assert float(r[column]) > 0, f"run {r['run']}: {column} = {r[column]}"
     assert int(r["tile_rows"]) * int(r["tile_columns"]) == int(r["ranks"]), f"run {r['run']}: tiles"
+    assert float(r["collectives_per_iteration"]) >= 1, f"run {r['run']}: no collectives counted"
+    if r["ranks"] != "1":
+        assert float(r["messages_per_iteration"]) >= 1, f"run {r['run']}: no halo messages counted"
     if r["ranks"] == "1":
         assert float(r["parallel_efficiency"]) == 1.0
 weak4 = next(r for r in rows if r["mode"] == "weak" and r["ranks"] == "4")
