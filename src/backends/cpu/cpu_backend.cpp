@@ -350,8 +350,9 @@ constexpr std::size_t kProductBlock = 2048;
 // Independent partial sums per product: without them each sum is one chain
 // of dependent additions (the order of floating-point sums is fixed, so the
 // compiler may not split it); with them the loop vectorises, and the order
-// is still fixed.
+// is still fixed: lane l sums elements l, l + 8, ...
 constexpr std::size_t kLanes = 8;
+constexpr int kRowsPerPass = 4;
 
 // Thread `t` of `count` takes one contiguous part of n elements (as a static
 // schedule would), so the partial sums depend on n and count alone.
@@ -359,6 +360,67 @@ std::pair<std::size_t, std::size_t> part_of(std::size_t n, int t, int count) {
   const std::size_t per = n / std::size_t(count), extra = n % std::size_t(count);
   const std::size_t begin = std::size_t(t) * per + std::min<std::size_t>(std::size_t(t), extra);
   return {begin, begin + per + (std::size_t(t) < extra ? 1 : 0)};
+}
+
+// R rows' products with one column over `length` elements, added to
+// sums[0..R): the rows come widened to double already (once per block, not
+// once per column), the column is widened once for all rows.
+template <int R>
+[[gnu::always_inline]] inline void rows_dot_column(const double* const* rows, const float* column,
+                                                   std::size_t length, double* sums) {
+  double lanes[R][kLanes] = {};
+  const std::size_t whole = length - length % kLanes;
+  for (std::size_t i = 0; i < whole; i += kLanes) {
+    double c[kLanes];
+    for (std::size_t l = 0; l < kLanes; ++l) c[l] = double(column[i + l]);
+    for (int r = 0; r < R; ++r)
+      for (std::size_t l = 0; l < kLanes; ++l) lanes[r][l] += rows[r][i + l] * c[l];
+  }
+  for (int r = 0; r < R; ++r) {
+    double block = 0.0;
+    for (std::size_t l = 0; l < kLanes; ++l) block += lanes[r][l];
+    for (std::size_t i = whole; i < length; ++i) block += rows[r][i] * double(column[i]);
+    sums[r] += block;
+  }
+}
+
+// Compiled for AVX2 as well where the CPU has it (without FMA, so that the
+// sums are the same on every CPU: the lanes fix the order, not the width).
+[[gnu::target_clones("avx2", "default")]] void row_group_dot_column(const double* const* rows, int count,
+                                                                    const float* column, std::size_t length,
+                                                                    double* sums) {
+  switch (count) {
+    case 1: rows_dot_column<1>(rows, column, length, sums); break;
+    case 2: rows_dot_column<2>(rows, column, length, sums); break;
+    case 3: rows_dot_column<3>(rows, column, length, sums); break;
+    default: rows_dot_column<4>(rows, column, length, sums); break;
+  }
+}
+
+// sum[i] += a_k terms_k[i] for up to four terms, in order, one pass over sum.
+[[gnu::target_clones("avx2", "default")]] void add_terms(double* sum, const float* const* terms,
+                                                         const double* coefficients, int count,
+                                                         std::size_t length) {
+  switch (count) {
+    case 1:
+      for (std::size_t i = 0; i < length; ++i) sum[i] += coefficients[0] * double(terms[0][i]);
+      break;
+    case 2:
+      for (std::size_t i = 0; i < length; ++i)
+        sum[i] = (sum[i] + coefficients[0] * double(terms[0][i])) + coefficients[1] * double(terms[1][i]);
+      break;
+    case 3:
+      for (std::size_t i = 0; i < length; ++i)
+        sum[i] = ((sum[i] + coefficients[0] * double(terms[0][i])) + coefficients[1] * double(terms[1][i])) +
+                 coefficients[2] * double(terms[2][i]);
+      break;
+    default:
+      for (std::size_t i = 0; i < length; ++i)
+        sum[i] = (((sum[i] + coefficients[0] * double(terms[0][i])) + coefficients[1] * double(terms[1][i])) +
+                  coefficients[2] * double(terms[2][i])) +
+                 coefficients[3] * double(terms[3][i]);
+      break;
+  }
 }
 
 }  // namespace
@@ -378,20 +440,22 @@ void CpuBackend::do_dot_products(std::span<const Tensor* const> rows, std::span<
     used = count;
     const auto [begin, end] = part_of(n, t, count);
     double* sums = partial.data() + std::size_t(t) * R * C;
+    std::vector<double> group_sums(kRowsPerPass), widened(kRowsPerPass * kProductBlock);
+    const double* pointers[kRowsPerPass];
     for (std::size_t start = begin; start < end; start += kProductBlock) {
       const std::size_t length = std::min(kProductBlock, end - start);
-      const std::size_t whole = length - length % kLanes;
-      for (std::size_t c = 0; c < C; ++c) {
-        const float* pc = columns[c]->data() + start;
-        for (std::size_t r = 0; r < R; ++r) {
-          const float* pr = rows[r]->data() + start;
-          double lanes[kLanes] = {};
-          for (std::size_t i = 0; i < whole; i += kLanes)
-            for (std::size_t l = 0; l < kLanes; ++l) lanes[l] += double(pr[i + l]) * double(pc[i + l]);
-          double block = 0.0;
-          for (std::size_t l = 0; l < kLanes; ++l) block += lanes[l];
-          for (std::size_t i = whole; i < length; ++i) block += double(pr[i]) * double(pc[i]);
-          sums[r * C + c] += block;
+      for (std::size_t r0 = 0; r0 < R; r0 += kRowsPerPass) {
+        const int group = int(std::min<std::size_t>(kRowsPerPass, R - r0));
+        for (int r = 0; r < group; ++r) {
+          const float* pr = rows[r0 + std::size_t(r)]->data() + start;
+          double* wide = widened.data() + std::size_t(r) * kProductBlock;
+          for (std::size_t i = 0; i < length; ++i) wide[i] = double(pr[i]);
+          pointers[r] = wide;
+        }
+        for (std::size_t c = 0; c < C; ++c) {
+          std::fill(group_sums.begin(), group_sums.end(), 0.0);
+          row_group_dot_column(pointers, group, columns[c]->data() + start, length, group_sums.data());
+          for (int r = 0; r < group; ++r) sums[(r0 + std::size_t(r)) * C + c] += group_sums[std::size_t(r)];
         }
       }
     }
@@ -404,19 +468,20 @@ void CpuBackend::do_dot_products(std::span<const Tensor* const> rows, std::span<
 }
 
 void CpuBackend::do_combine(std::span<const Tensor* const> terms, std::span<const double> coefficients, Tensor& out) {
-  const std::size_t n = out.elements();
+  const std::size_t n = out.elements(), count = terms.size();
   const std::size_t blocks = (n + kProductBlock - 1) / kProductBlock;
   float* po = out.data();
 #pragma omp parallel for schedule(static)
   for (std::size_t b = 0; b < blocks; ++b) {
     const std::size_t start = b * kProductBlock, length = std::min(kProductBlock, n - start);
-    double sum[kProductBlock];
-    const float* p0 = terms[0]->data() + start;
-    for (std::size_t i = 0; i < length; ++i) sum[i] = coefficients[0] * double(p0[i]);
-    for (std::size_t k = 1; k < terms.size(); ++k) {
-      const float* pk = terms[k]->data() + start;
-      const double a = coefficients[k];
-      for (std::size_t i = 0; i < length; ++i) sum[i] += a * double(pk[i]);
+    double sum[kProductBlock] = {};
+    const float* pointers[4];
+    // The terms in order, four at a time: each element's sum is
+    // ((0 + a0 t0) + a1 t1) + ..., whatever the grouping.
+    for (std::size_t k0 = 0; k0 < count; k0 += 4) {
+      const int group = int(std::min<std::size_t>(4, count - k0));
+      for (int k = 0; k < group; ++k) pointers[k] = terms[k0 + std::size_t(k)]->data() + start;
+      add_terms(sum, pointers, coefficients.data() + k0, group, length);
     }
     // Written only after every term was read: `out` may be one of them.
     for (std::size_t i = 0; i < length; ++i) po[start + i] = float(sum[i]);
