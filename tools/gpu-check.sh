@@ -199,8 +199,10 @@ phase_sanitize() {
     echo "compute-sanitizer not found: memcheck not run" | tee "$out/memcheck.log"
     return 1
   fi
-  local status=0
+  # The block runs in a subshell (it feeds tee): its status is its last
+  # command's, read from PIPESTATUS, not a variable set inside it.
   {
+    local status=0
     for precision in f32 bf16; do
       limited 90 "$sanitizer" --tool memcheck --error-exitcode 99 --leak-check full \
         $bench_tool --backend "$backend" --model vgg19 --size 64 --iterations 2 --precision "$precision" || status=1
@@ -210,8 +212,9 @@ phase_sanitize() {
     limited 120 "$sanitizer" --tool memcheck --error-exitcode 99 \
       "$bundle/test_cuda_backend" --gtest_filter='Cuda/CudaAgainstCpu.*/f32' || status=1
     echo "memcheck status $status (0: clean)"
+    [ "$status" -eq 0 ]
   } 2>&1 | tee "$out/memcheck.log"
-  return "$status"
+  return "${PIPESTATUS[0]}"
 }
 
 bench_tessera() {  # size precision iterations
