@@ -453,6 +453,25 @@ TEST(Cli, MemoryEstimateCountsTheHistoryAScaleCanFill) {
   EXPECT_EQ(estimate("--iterations 100"), many);  // the history is full either way
 }
 
+// cuDNN describes tensors with 32-bit sizes: on the CUDA backend a tile grid
+// whose activations would pass 2^31 values is refused, naming the grid that
+// fits, and --tiles auto chooses that grid (a dry run checks it without a
+// GPU). The CPU backend has no such limit.
+TEST(Cli, GpuTensorLimitChoosesTheTiles) {
+  SmallInputs in = small_inputs();
+  const std::string base = "render --content c.png --style s.png --weights w.h5 --size 10000x6000 --scales 1 "
+                           "--dry-run -o out.png ";
+  CommandRun refused = run_tessera(base + "--backend cuda --tiles 1x1", in.folder);
+  EXPECT_EQ(refused.exit_code, 1) << refused.output;
+  EXPECT_NE(refused.output.find("over the 2147483647 one GPU tensor may hold"), std::string::npos) << refused.output;
+  EXPECT_NE(refused.output.find("use --tiles 1x2"), std::string::npos) << refused.output;
+  CommandRun chosen = run_tessera(base + "--backend cuda --tiles auto", in.folder);
+  EXPECT_EQ(chosen.exit_code, 0) << chosen.output;
+  EXPECT_NE(chosen.output.find("1x2 tiles on 1 rank(s)"), std::string::npos) << chosen.output;
+  CommandRun cpu = run_tessera(base + "--backend cpu --tiles 1x1", in.folder);
+  EXPECT_EQ(cpu.exit_code, 0) << cpu.output;
+}
+
 // A render that reaches a minimum early says so as news, not as a warning.
 TEST(Cli, ConvergingEarlyIsNotAWarning) {
   SmallInputs in = small_inputs();

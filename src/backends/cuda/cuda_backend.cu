@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstdint>
 #include <cstring>
+#include <limits>
 #include <sstream>
 #include <vector>
 
@@ -450,6 +452,12 @@ std::shared_ptr<void> CudaBackend::device_weights(const ConvWeights& weights, Da
 Tensor CudaBackend::do_allocate(Shape shape, Layout layout, Contents contents) {
   DataType type = layout == Layout::features ? feature_type() : DataType::f32;
   std::size_t count = shape.elements();
+  // cuDNN's descriptors and our kernels' launches take 32-bit sizes. The
+  // render job chooses tiles below this; anything else reaching it is a
+  // request too large for one GPU tensor, refused here rather than wrapped.
+  if (count > std::size_t(std::numeric_limits<std::int32_t>::max()))
+    fail("a ", shape.describe(), " tensor holds ", count, " values, over the 2^31 - 1 one GPU tensor may hold: ",
+         "use more tiles (--tiles auto chooses enough)");
   std::size_t bytes = count * bytes_per_element(type);
   std::shared_ptr<void> memory = allocate_bytes(bytes);
   // All bits set is a NaN in f32 and in bf16.

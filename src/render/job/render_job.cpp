@@ -306,7 +306,8 @@ Job::ScaleEnd Job::run_scale(int s) {
 RenderSettings Job::settings_of_scale(int s, std::vector<std::string>& notes) const {
   RenderSettings settings = plan_.settings;
   settings.iterations = scale(s).iterations;
-  choose_tiles(o_, settings, scale(s).width, scale(s).height, communicator_.size(), notes);
+  choose_tiles(o_, settings, scale(s).width, scale(s).height, communicator_.size(), notes,
+               most_tensor_elements(backend_->name()));
   return settings;
 }
 

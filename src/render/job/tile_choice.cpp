@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <limits>
 
 #include "render/job/memory_check.hpp"
 #include "tessera/error.hpp"
@@ -31,11 +33,29 @@ double rank_memory_needed(const RenderRequest& o, const RenderSettings& settings
   return needed;
 }
 
+std::size_t most_tensor_elements(const std::string& backend) {
+  return backend == "cuda" ? std::size_t(std::numeric_limits<std::int32_t>::max()) : 0;
+}
+
+std::size_t largest_activation(const RenderSettings& settings, int width, int height, int ranks) {
+  const Architecture& a = architecture(settings.model);
+  int deepest = 0;
+  for (const auto& layer : settings.objective.layers()) deepest = std::max(deepest, a.index_of(layer));
+  const RenderLayout layout = render_layout(settings, width, height, ranks);
+  std::size_t largest = 0;
+  for (const auto& tile : layout.grid.tiles)
+    for (int l = 0; l <= deepest; ++l) {
+      const MapSize size = feature_map_size(a, a.layers[std::size_t(l)].name, tile.grown.height(), tile.grown.width());
+      largest = std::max(largest, std::size_t(size.channels) * std::size_t(size.height) * std::size_t(size.width));
+    }
+  return largest;
+}
+
 // The tile grid for one scale: one tile per rank unless the user chose a
 // grid (kept at every scale where it fits); more per rank when a memory
-// budget asks for it.
+// budget, or the backend's largest tensor, asks for it.
 void choose_tiles(const RenderRequest& o, RenderSettings& settings, int width, int height, int ranks,
-                  std::vector<std::string>& notes) {
+                  std::vector<std::string>& notes, std::size_t most_elements) {
   const Architecture& a = architecture(settings.model);
   std::vector<std::string> used = settings.objective.layers();
   const auto [most_rows, most_columns] = TileGrid::most_tiles(a, used, width, height);
@@ -55,6 +75,27 @@ void choose_tiles(const RenderRequest& o, RenderSettings& settings, int width, i
       settings.tile_columns = columns;
     }
     enough_for_ranks(settings.tile_rows, settings.tile_columns);
+    if (most_elements > 0) {
+      const std::size_t largest = largest_activation(settings, width, height, ranks);
+      if (largest > most_elements) {
+        // The smallest grid, as --tiles auto would grow it, whose largest
+        // activation fits.
+        RenderSettings trial = settings;
+        RenderRequest automatic = o;
+        automatic.tiles = "auto";
+        automatic.memory_per_rank.clear();
+        std::vector<std::string> unused;
+        std::string fits = "more tiles";
+        try {
+          choose_tiles(automatic, trial, width, height, ranks, unused, most_elements);
+          fits = fmt::format("--tiles {}x{}", trial.tile_rows, trial.tile_columns);
+        } catch (const Error&) {
+        }
+        fail("at ", width, "x", height, " on ", settings.tile_rows, "x", settings.tile_columns,
+             " tiles a tile's activations reach ", largest, " values, over the ", most_elements,
+             " one GPU tensor may hold (cuDNN's 32-bit sizes): use ", fits, " (or --tiles auto)");
+      }
+    }
     return;
   }
   const double budget = o.memory_per_rank.empty() ? 0.0 : parse_bytes(o.memory_per_rank);
@@ -73,6 +114,7 @@ void choose_tiles(const RenderRequest& o, RenderSettings& settings, int width, i
     }
     settings.tile_rows = rows;
     settings.tile_columns = columns;
+    if (most_elements > 0 && largest_activation(settings, width, height, ranks) > most_elements) continue;
     if (budget == 0.0) return;
     needed = rank_memory_needed(o, settings, width, height, ranks);
     if (needed <= budget) {
@@ -81,6 +123,9 @@ void choose_tiles(const RenderRequest& o, RenderSettings& settings, int width, i
       return;
     }
   }
+  if (budget == 0.0)
+    fail("at ", width, "x", height, " no tile grid the image holds keeps a tile's activations under the ",
+         most_elements, " values one GPU tensor may hold: use more ranks");
   fail("the render does not fit in --memory-per-rank ", o.memory_per_rank, " with as many tiles as the image holds (",
        settings.tile_rows, "x", settings.tile_columns, " need about ", fmt::format("{:.1f}", needed / (1u << 30)),
        " GiB per rank): give more memory, more ranks, --precision bf16, or --optimizer adam");
@@ -97,7 +142,7 @@ void check_memory(const RenderRequest& o, const RenderSettings& settings, const 
     RenderSettings scale_settings = settings;
     scale_settings.iterations = scales[s].iterations;
     std::vector<std::string> unused;
-    choose_tiles(o, scale_settings, scales[s].width, scales[s].height, ranks, unused);
+    choose_tiles(o, scale_settings, scales[s].width, scales[s].height, ranks, unused, most_tensor_elements(o.backend));
     const double needed = rank_memory_needed(o, scale_settings, scales[s].width, scales[s].height, ranks);
     largest = std::max(largest, needed);
     if (show)

@@ -2,6 +2,7 @@
 // the user chose a grid, more per rank where --memory-per-rank asks for it.
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <vector>
 
@@ -17,11 +18,19 @@ namespace tessera::job {
 // `settings` at this size.
 double rank_memory_needed(const RenderRequest& o, const RenderSettings& settings, int width, int height, int ranks);
 
+// The most elements one tensor may have on `backend` (a name, as
+// make_backend takes it), 0 for no limit: cuDNN describes tensors with
+// 32-bit sizes, so the CUDA backend's activations stay below 2^31.
+std::size_t most_tensor_elements(const std::string& backend);
+
+// The largest activation any tile of the grid in `settings` computes.
+std::size_t largest_activation(const RenderSettings& settings, int width, int height, int ranks);
+
 // Sets settings' tile grid for one scale; what differs from the request is
-// added to `notes`. Throws tessera::Error where no grid fits the ranks or
-// the memory budget.
+// added to `notes`. Throws tessera::Error where no grid fits the ranks, the
+// memory budget, or `most_elements` (0: no limit) per tensor.
 void choose_tiles(const RenderRequest& o, RenderSettings& settings, int width, int height, int ranks,
-                  std::vector<std::string>& notes);
+                  std::vector<std::string>& notes, std::size_t most_elements = 0);
 
 // Before the first scale: the tiles and memory of every scale (logged when
 // `show`), and one warning where the largest does not fit in the memory
