@@ -21,7 +21,9 @@ double rank_memory_needed(const RenderRequest& o, const RenderSettings& settings
   // Each scale starts a new optimiser, so L-BFGS holds no more pairs than
   // the scale's iterations.
   const int pairs = std::min(o.lbfgs_history, std::max(1, settings.iterations));
-  const int optimiser_vectors = o.optimizer == "adam" ? 2 : 2 * pairs + 2;
+  // L-BFGS: its pairs, the direction, the gradient where it was found, the
+  // pair being measured (s, y) and the line search's starting image.
+  const int optimiser_vectors = o.optimizer == "adam" ? 2 : 2 * pairs + 5;
   const int activation_bytes = o.precision == "bf16" ? 2 : 4;
   const RenderLayout layout = render_layout(settings, width, height, ranks);
   double needed = 0.0;
