@@ -23,6 +23,18 @@ struct CudaRuntime {
 
 #define TESSERA_CUDA_CHECK(call) TESSERA_CHECK(::tessera::cuda::CudaRuntime, call)
 
-// After a kernel launch: a bad configuration shows up here, a fault in the
-// kernel at the next synchronising call (also checked).
-#define TESSERA_CUDA_CHECK_LAUNCH(what) TESSERA_CUDA_CHECK(cudaPeekAtLastError())
+namespace tessera::cuda {
+
+// After a kernel launch: a bad configuration shows up here, named by the
+// kernel, and is cleared (cudaGetLastError), so that the next call's check
+// does not report it again under its own name; a fault inside the kernel
+// shows at the next synchronising call (also checked).
+inline void check_launch(const char* kernel, const char* file, int line) {
+  const cudaError_t status = cudaGetLastError();
+  if (status != cudaSuccess)
+    fail_call(CudaRuntime::name, std::string("launch of kernel ") + kernel, file, line, CudaRuntime::describe(status));
+}
+
+}  // namespace tessera::cuda
+
+#define TESSERA_CUDA_CHECK_LAUNCH(what) ::tessera::cuda::check_launch((what), __FILE__, __LINE__)
