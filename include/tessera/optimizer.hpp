@@ -176,7 +176,7 @@ struct LbfgsSettings {
 // LBFGS) with neural-style's settings: the first step is scaled by
 // min(1, 1/|g|_1), later steps are the learning rate; a pair (s, y) enters
 // the history only when y.s > 1e-10 |y| |s| (torch: y.s > 1e-10, which
-// refuses every pair on large images; see lbfgs.cpp).
+// refuses every pair on large images; see inner_product_history.cpp).
 //
 // With the strong Wolfe line search (step()), each iteration searches along
 // its direction for a step that lowers the loss enough (Armijo, c1 = 1e-4)

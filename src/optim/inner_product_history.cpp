@@ -129,8 +129,12 @@ LbfgsHistory::Measurement InnerProductHistory::measure(const Tensor& gradient, d
 }
 
 void InnerProductHistory::take_in_pair() {
-  // The pair enters on the same test as in the recursion over vectors:
-  // y.s > 1e-10 |y| |s| (see lbfgs.cpp's note).
+  // torch accepts a pair when y.s > 1e-10, an absolute bound. The
+  // objective is normalised by the image's size, so y.s of a step shrinks
+  // as the square of the pixel count: on large images (and at the start of
+  // each finer scale) every pair was refused, and L-BFGS crawled along the
+  // raw gradient. The same bound relative to |y||s| keeps torch's choices
+  // wherever y.s is not tiny and works at any size.
   const double ys = point_.mutual[0][1], ss = point_.mutual[0][0], yy = point_.mutual[1][1];
   point_.has_pair = false;  // taken in (or refused) once
   if (!(ys > 1e-10 * std::sqrt(yy * ss))) return;
