@@ -290,7 +290,7 @@ Command add_bench_command(CLI::App& app) {
   command->add_option("--optimizer", o->optimizer, "lbfgs or adam")->capture_default_str();
   command->add_option("--lbfgs-history", o->lbfgs_history, "L-BFGS history pairs")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Range(1, 100000));
   command->add_option("--threads", o->threads, "CPU threads (0: all cores)")->capture_default_str();
   command->add_option("--backend", o->backend, "cpu")->capture_default_str();
   command->add_option("--precision", o->precision, "Activation storage: f32 or bf16")->capture_default_str();
