@@ -107,7 +107,7 @@ class LbfgsHistory {
 // runs on those numbers alone, and the direction is one linear combination
 // of the history and the gradient. Two collectives an iteration (the
 // objective's and this) at any history length, where the recursion over
-// vectors makes 2 x history + 2.
+// vectors made 2 x history + 4.
 class InnerProductHistory final : public LbfgsHistory {
  public:
   InnerProductHistory(Backend& backend, Communicator& communicator, Shape shape, int capacity);
@@ -134,7 +134,6 @@ class InnerProductHistory final : public LbfgsHistory {
     int rows = 1;
     std::vector<double> history;  // rows x (2 pairs), row-major
     double mutual[3][3] = {};     // among s, y, g (g alone at [0][0] without a pair)
-    double gg() const { return rows == 3 ? mutual[2][2] : mutual[0][0]; }
   };
   Tensor take_buffer();
   void clear();

@@ -59,6 +59,7 @@ void InnerProductHistory::clear() {
   pairs_.clear();
   products_.clear();
   point_.history.clear();
+  point_.has_pair = false;
   hessian_diagonal_ = 1.0;
 }
 
@@ -87,8 +88,11 @@ LbfgsHistory::Measurement InnerProductHistory::measure(const Tensor& gradient, d
   if (point.has_pair) {
     // The pair as the recursion over vectors keeps it: s rounded to f32 as
     // the image took the step, y = g - g_origin.
-    backend_.copy(direction_, pending_s_);
-    backend_.scale(pending_s_, float(step));
+    // One pass: step is an f32 value, so the product in double rounded
+    // once is the f32 product copy-and-scale would give.
+    const Tensor* direction[] = {&direction_};
+    const double factor[] = {step};
+    backend_.combine(direction, factor, pending_s_);
     backend_.subtract(gradient, origin_gradient_, pending_y_);
     rows = {&pending_s_, &pending_y_};
   }
@@ -158,34 +162,28 @@ void InnerProductHistory::take_in_pair() {
   pending_s_ = take_buffer();
   pending_y_ = take_buffer();
 
-  // The gradient alone from here: its products with the whole history.
-  std::vector<double> history(point_.history.begin() + std::ptrdiff_t(2 * n), point_.history.end());
-  history.push_back(point_.mutual[2][0]);
-  history.push_back(point_.mutual[2][1]);
-  const double gg = point_.mutual[2][2];
-  point_.history = std::move(history);
-  point_.rows = 1;
-  point_.mutual[0][0] = gg;
+  // The gradient's products with the whole history: its row, then g . s and
+  // g . y of the new pair.
+  const double gs = point_.mutual[2][0], gy = point_.mutual[2][1];
+  keep_gradient_row();
+  point_.history.push_back(gs);
+  point_.history.push_back(gy);
   hessian_diagonal_ = ys / yy;
 }
 
 void InnerProductHistory::keep_gradient_row() {
-  // A point measured with a pair that was refused: the gradient's row alone.
+  // From a point measured with a pair (rows s, y, g, each as long as the
+  // history was then): the gradient's row alone.
   if (point_.rows == 1) return;
-  const std::size_t n = 2 * pairs_.size();
-  std::vector<double> history(point_.history.begin() + std::ptrdiff_t(2 * n), point_.history.end());
-  const double gg = point_.mutual[2][2];
-  point_.history = std::move(history);
+  const std::size_t row = point_.history.size() / 3;
+  point_.history.erase(point_.history.begin(), point_.history.begin() + std::ptrdiff_t(2 * row));
+  point_.mutual[0][0] = point_.mutual[2][2];
   point_.rows = 1;
-  point_.mutual[0][0] = gg;
 }
 
 LbfgsHistory::Direction InnerProductHistory::next_direction(const Tensor& gradient, bool restart) {
   if (restart) {
-    const double gg = point_.gg();
-    clear();
-    point_ = Point{};
-    point_.mutual[0][0] = gg;
+    clear();  // the point keeps g . g alone
   } else if (point_.has_pair) {
     take_in_pair();
   }
