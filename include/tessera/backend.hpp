@@ -100,6 +100,26 @@ struct AdamState {
   float step_size() const;
 };
 
+// Sums in double in a backend's memory (device memory on a GPU): every
+// reduction block's Gram partial is added where the features are, and the
+// whole buffer (all style layers' Gram sums, the content and TV sums) goes
+// to the communicator as one buffer, one all-reduce per evaluation. Only
+// the backend that allocated it reads or writes its values.
+class DoubleBuffer {
+ public:
+  DoubleBuffer() = default;
+  DoubleBuffer(std::shared_ptr<double> storage, std::size_t size) : storage_(std::move(storage)), size_(size) {}
+  std::size_t size() const { return size_; }
+  std::size_t bytes() const { return size_ * sizeof(double); }
+  // The backend's memory (host memory only where Backend::host_memory()).
+  double* data() { return storage_.get(); }
+  const double* data() const { return storage_.get(); }
+
+ private:
+  std::shared_ptr<double> storage_;
+  std::size_t size_ = 0;
+};
+
 // Storage of activations: f32 (the reference), or bf16 (half the memory
 // and bandwidth; products accumulate in f32, Gram sums and losses stay f32).
 enum class Precision { f32, bf16 };
@@ -138,6 +158,11 @@ class Backend {
   // Host data is always planar C x H x W.
   void upload(std::span<const float> host, Tensor& tensor);
   void download(const Tensor& tensor, std::span<float> host);
+  // Whether tensors and double buffers live in this process's memory (the
+  // CPU backend), so that a communicator may hand their memory to MPI as
+  // it is; else it is a device's, reached through upload and download (or
+  // a device-aware communicator such as NCCL's).
+  virtual bool host_memory() const = 0;
   // Peak bytes this backend allocated on its device.
   std::size_t peak_device_bytes() const { return peak_bytes_.load(); }
 
@@ -186,10 +211,18 @@ class Backend {
   // out = sum over i of coefficients[i] * terms[i], each element summed in
   // double and rounded once; `out` may be one of the terms.
   void combine(std::span<const Tensor* const> terms, std::span<const double> coefficients, Tensor& out);
-  // sum[i] += values[i] in double, in element order (host memory for sum).
-  void accumulate_double(const Tensor& values, std::span<double> sum);
-  // values[i] = float(sum[i]).
-  void assign_from_double(std::span<const double> sum, Tensor& values);
+  // --- double buffers (DoubleBuffer): zeros when allocated
+  DoubleBuffer allocate_doubles(std::size_t count);
+  void clear(DoubleBuffer& sums);
+  // sums[offset + i] += values[i] in double: each element's additions in the
+  // order of the calls, so that any set of blocks summed in a fixed order
+  // gives the same sums on every backend.
+  void accumulate_double(const Tensor& values, DoubleBuffer& sums, std::size_t offset);
+  // values[i] = float(sums[offset + i]).
+  void assign_from_double(const DoubleBuffer& sums, std::size_t offset, Tensor& values);
+  // Host values into, and out of, sums[offset ...].
+  void write_doubles(std::span<const double> values, DoubleBuffer& sums, std::size_t offset);
+  void read_doubles(const DoubleBuffer& sums, std::size_t offset, std::span<double> values);
   // One Adam step on x with gradient g and moments m, v (all planar, same size).
   void adam_update(Tensor& x, const Tensor& g, Tensor& m, Tensor& v, const AdamState& state);
 
@@ -230,8 +263,12 @@ class Backend {
                                std::span<double> products) = 0;
   virtual void do_combine(std::span<const Tensor* const> terms, std::span<const double> coefficients,
                           Tensor& out) = 0;
-  virtual void do_accumulate_double(const Tensor& values, std::span<double> sum) = 0;
-  virtual void do_assign_from_double(std::span<const double> sum, Tensor& values) = 0;
+  virtual DoubleBuffer do_allocate_doubles(std::size_t count) = 0;
+  virtual void do_clear(DoubleBuffer& sums) = 0;
+  virtual void do_accumulate_double(const Tensor& values, DoubleBuffer& sums, std::size_t offset) = 0;
+  virtual void do_assign_from_double(const DoubleBuffer& sums, std::size_t offset, Tensor& values) = 0;
+  virtual void do_write_doubles(std::span<const double> values, DoubleBuffer& sums, std::size_t offset) = 0;
+  virtual void do_read_doubles(const DoubleBuffer& sums, std::size_t offset, std::span<double> values) = 0;
   virtual void do_adam_update(Tensor& x, const Tensor& g, Tensor& m, Tensor& v, const AdamState& state) = 0;
 
   std::atomic<std::size_t> current_bytes_{0};

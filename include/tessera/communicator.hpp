@@ -8,13 +8,24 @@
 #include <vector>
 
 #include "tessera/error.hpp"
+#include "tessera/tensor.hpp"
 
 namespace tessera {
+
+class Backend;
+class DoubleBuffer;
 
 // One point-to-point message of a halo exchange.
 struct Transfer {
   int peer = 0;
   std::span<float> data;
+};
+
+// One message of a halo exchange in a backend's memory: all of `buffer`
+// (planar f32).
+struct BufferTransfer {
+  int peer = 0;
+  Tensor buffer;
 };
 
 // An exchange begun and not yet complete (Communicator::begin_exchange):
@@ -44,6 +55,12 @@ struct CommunicationCounts {
 // The public calls are the same for every communicator: each counts itself
 // (CommunicationCounts) and hands over to the implementation's private do_
 // function.
+//
+// Spans are host memory. Backend buffers (a DoubleBuffer or Tensor of a
+// Backend) go through the calls that take the backend: a communicator that
+// can reach the device's memory (NCCL) reduces and sends them where they
+// are; any other passes the CPU backend's memory as it is, and stages a
+// device's through the host.
 class Communicator {
  public:
   virtual ~Communicator() = default;
@@ -53,6 +70,8 @@ class Communicator {
   void sum(std::span<double> values);
   void sum(std::span<float> values);
   double max(double value);
+  // In-place sum across ranks of a backend's double buffer.
+  void sum(Backend& backend, DoubleBuffer& values);
   // Posts every receive and send (at most one message per peer each way)
   // and returns at once, so that work can overlap the messages; finish()
   // on the result waits for all of them.
@@ -61,6 +80,10 @@ class Communicator {
   void exchange(const std::vector<Transfer>& sends, const std::vector<Transfer>& receives) {
     begin_exchange(sends, receives)->finish();
   }
+  // The same for buffers in `backend`'s memory: the receives are in place
+  // after finish().
+  std::unique_ptr<PendingExchange> begin_exchange(Backend& backend, const std::vector<BufferTransfer>& sends,
+                                                  const std::vector<BufferTransfer>& receives);
   // Rank 0 receives every rank's `local` into `gathered` (in rank order);
   // sizes may differ between ranks. Other ranks get `gathered` empty.
   void gather_to_root(std::span<const float> local, std::vector<float>& gathered);
@@ -91,13 +114,33 @@ class Communicator {
                                                              const std::vector<Transfer>& receives) = 0;
   virtual void do_gather_to_root(std::span<const float> local, std::vector<float>& gathered) = 0;
   virtual void do_broadcast(std::vector<float>& values) = 0;
+  // Backend buffers: by default, the CPU backend's memory as it is and a
+  // device's staged through host memory (see communicator.cpp).
+  virtual void do_sum(Backend& backend, DoubleBuffer& values);
+  virtual std::unique_ptr<PendingExchange> do_begin_exchange(Backend& backend,
+                                                             const std::vector<BufferTransfer>& sends,
+                                                             const std::vector<BufferTransfer>& receives);
 
+ protected:
+  // The default paths above, for implementations that take some buffers
+  // themselves and leave the rest to them.
+  void sum_through_host(Backend& backend, DoubleBuffer& values);
+  std::unique_ptr<PendingExchange> exchange_through_host(Backend& backend, const std::vector<BufferTransfer>& sends,
+                                                         const std::vector<BufferTransfer>& receives);
+
+ private:
   // Times `call`, a collective this rank puts `bytes` into, and counts it.
   template <typename Call>
   auto counted(std::size_t bytes, Call&& call);
 
   CommunicationCounts counts_;
 };
+
+// Where two ranks of `world` would share one device: every rank gives its
+// device's identity (its node and the GPU's PCI bus id, say), and every
+// rank gets the same answer: a sentence naming the first two ranks that
+// share one, or empty when each rank has its own. Collective.
+std::string shared_device(Communicator& world, const std::string& device);
 
 // A render in one process: every reduction is the identity.
 class SingleProcess final : public Communicator {

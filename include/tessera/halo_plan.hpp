@@ -3,7 +3,7 @@
 // pixels of that overlap. Worked out once for a tile layout and rank map, as
 // AMReX's FillBoundary plan is: copies between this rank's tiles go device
 // to device; the rest travel in one message per peer each way, packed in
-// the plan's order on both sides.
+// the plan's order on both sides, in buffers of the backend's memory.
 #pragma once
 
 #include <functional>
@@ -46,8 +46,7 @@ class HaloPlan {
   Communicator& communicator_;
   const TiledImage& image_;
   std::vector<Item> items_;
-  std::vector<std::vector<float>> send_buffers_, receive_buffers_;
-  std::vector<int> send_peers_, receive_peers_;
+  std::vector<BufferTransfer> sends_, receives_;  // one message per peer each way, in peer order
   std::unique_ptr<PendingExchange> pending_;  // none where this rank has no peers
   bool under_way_ = false;
   GrownImage grown_;                       // of the exchange under way

@@ -99,8 +99,11 @@ class TiledObjective {
   std::unique_ptr<HaloPlan> halo_;
   StyleTargets targets_;
   std::vector<Tensor> grams_, scratch_, differences_;
-  std::vector<double> gram_sums_;  // every style layer's Gram sum in double: one all-reduce
+  // Every style layer's Gram sum in double (at gram_offsets_), then the
+  // content and TV sums (at loss_offset_): one all-reduce.
+  DoubleBuffer sums_;
   std::vector<std::size_t> gram_offsets_;
+  std::size_t loss_offset_ = 0;
   Times times_;
 };
 

@@ -18,6 +18,7 @@
 
 #include "cli/commands.hpp"
 #include "cli/threads.hpp"
+#include "comm/device_communicator.hpp"
 #include "tessera/backend.hpp"
 #include "tessera/benchmark.hpp"
 #include "tessera/build_info.hpp"
@@ -68,7 +69,10 @@ nlohmann::json bench_one(const BenchOptions& o, const std::string& model, const 
   auto backend = make_backend(o.backend);
   backend->set_threads(choose_threads(o.threads).threads);
   backend->set_precision(parse_precision(o.precision));
-  Communicator& communicator = process_communicator();
+  // As a render: NCCL where each rank has a GPU of its own.
+  std::string why_not_nccl;
+  auto device_communicator = make_device_communicator(process_communicator(), *backend, why_not_nccl);
+  Communicator& communicator = device_communicator ? *device_communicator : process_communicator();
   BenchmarkCase c;
   c.model = model;
   c.width = width;
@@ -107,6 +111,7 @@ nlohmann::json bench_one(const BenchOptions& o, const std::string& model, const 
           {"halo_px", grid.halo},
           {"halo_extra_work", extra_work},
           {"peak_device_bytes", backend->peak_device_bytes()},
+          {"communicator", device_communicator ? "nccl" : communicator.size() > 1 ? "mpi" : "none"},
           {"lbfgs_history", o.lbfgs_history},
           {"evaluations_per_iteration", measured.evaluations},
           {"collectives_per_iteration", measured.collectives},

@@ -245,16 +245,41 @@ void Backend::subtract(const Tensor& a, const Tensor& b, Tensor& d) {
   do_subtract(a, b, d);
 }
 
-void Backend::accumulate_double(const Tensor& values, std::span<double> sum) {
-  require_f32(values, "accumulate_double");
-  if (sum.size() != values.elements()) fail("internal: accumulate_double sizes differ");
-  do_accumulate_double(values, sum);
+DoubleBuffer Backend::allocate_doubles(std::size_t count) { return do_allocate_doubles(count); }
+
+void Backend::clear(DoubleBuffer& sums) {
+  if (sums.size() > 0) do_clear(sums);
 }
 
-void Backend::assign_from_double(std::span<const double> sum, Tensor& values) {
+namespace {
+
+void require_inside(const DoubleBuffer& sums, std::size_t offset, std::size_t count, const char* what) {
+  if (offset > sums.size() || count > sums.size() - offset)
+    fail("internal: ", what, " of ", count, " values at ", offset, " in a buffer of ", sums.size());
+}
+
+}  // namespace
+
+void Backend::accumulate_double(const Tensor& values, DoubleBuffer& sums, std::size_t offset) {
+  require_f32(values, "accumulate_double");
+  require_inside(sums, offset, values.elements(), "accumulate_double");
+  if (values.elements() > 0) do_accumulate_double(values, sums, offset);
+}
+
+void Backend::assign_from_double(const DoubleBuffer& sums, std::size_t offset, Tensor& values) {
   require_f32(values, "assign_from_double");
-  if (sum.size() != values.elements()) fail("internal: assign_from_double sizes differ");
-  do_assign_from_double(sum, values);
+  require_inside(sums, offset, values.elements(), "assign_from_double");
+  if (values.elements() > 0) do_assign_from_double(sums, offset, values);
+}
+
+void Backend::write_doubles(std::span<const double> values, DoubleBuffer& sums, std::size_t offset) {
+  require_inside(sums, offset, values.size(), "write_doubles");
+  if (!values.empty()) do_write_doubles(values, sums, offset);
+}
+
+void Backend::read_doubles(const DoubleBuffer& sums, std::size_t offset, std::span<double> values) {
+  require_inside(sums, offset, values.size(), "read_doubles");
+  if (!values.empty()) do_read_doubles(sums, offset, values);
 }
 
 void Backend::adam_update(Tensor& x, const Tensor& g, Tensor& m, Tensor& v, const AdamState& state) {

@@ -99,18 +99,20 @@ TiledObjective::TiledObjective(Backend& backend, const Architecture& arch, const
     tiles_.push_back(std::move(local));
   }
 
-  // Gram sums of all style layers in one double buffer: one all-reduce.
+  // Gram sums of all style layers in one double buffer on the backend, and
+  // the content and TV loss values after them: one all-reduce per
+  // evaluation carries every global sum.
+  std::size_t sums = 0;
   for (const auto& size : global_style_) {
     Shape gram{1, size.channels, size.channels};
-    gram_offsets_.push_back(gram_sums_.size());
-    gram_sums_.resize(gram_sums_.size() + gram.elements());
+    gram_offsets_.push_back(sums);
+    sums += gram.elements();
     grams_.push_back(backend_.allocate(gram, Layout::planar));
     scratch_.push_back(backend_.allocate(gram, Layout::planar));
     differences_.push_back(backend_.allocate(gram, Layout::planar));
   }
-  // ... and the content and TV loss values after them: one all-reduce per
-  // evaluation carries every global sum.
-  gram_sums_.resize(gram_sums_.size() + 2);
+  loss_offset_ = sums;
+  sums_ = backend_.allocate_doubles(sums + 2);
   for (const Box& block : image_.grid().blocks())
     for (auto& t : tiles_)
       if (t.tile.owned.contains(block)) t.blocks.push_back(block);
@@ -176,7 +178,7 @@ LossTerms TiledObjective::evaluate(const Tensor& local_image, Tensor& local_grad
 
   // Pass 1: statistics over owned positions.
   double content_sum = 0.0, tv_sum = 0.0;
-  std::fill(gram_sums_.begin(), gram_sums_.end(), 0.0);
+  backend_.clear(sums_);
   for (std::size_t i = 0; i < tiles_.size(); ++i) {
     auto& t = tiles_[i];
     Network& net = *t.planned->network;
@@ -197,27 +199,25 @@ LossTerms TiledObjective::evaluate(const Tensor& local_image, Tensor& local_grad
     for (std::size_t l = 0; l < t.planned->style_taps.size(); ++l) {
       const auto& global = global_style_[l];
       const float normaliser = gram_normaliser(global);
-      std::span<double> sum(gram_sums_.data() + gram_offsets_[l], grams_[l].elements());
       for (const Box& block : t.blocks) {
         Box window = features_of(block, t, style_stride_[l], global);
         if (window.area() == 0) continue;
         t.planned->grams[l]->forward_contiguous(net.features(t.planned->style_taps[l]), window, normaliser,
                                                 scratch_[l]);
-        backend_.accumulate_double(scratch_[l], sum);
+        backend_.accumulate_double(scratch_[l], sums_, gram_offsets_[l]);
       }
     }
   }
   auto reduce_start = clock::now();
-  gram_sums_[gram_sums_.size() - 2] = content_sum;
-  gram_sums_[gram_sums_.size() - 1] = tv_sum;
-  communicator_.sum(std::span<double>(gram_sums_));
+  double loss_sums[2] = {content_sum, tv_sum};
+  backend_.write_doubles(loss_sums, sums_, loss_offset_);
+  communicator_.sum(backend_, sums_);
+  backend_.read_doubles(sums_, loss_offset_, loss_sums);
   LossTerms losses;
-  losses.content = gram_sums_[gram_sums_.size() - 2];
-  losses.tv = gram_sums_[gram_sums_.size() - 1];
+  losses.content = loss_sums[0];
+  losses.tv = loss_sums[1];
   times_.allreduce += seconds_since(reduce_start);
-  for (std::size_t l = 0; l < grams_.size(); ++l)
-    backend_.assign_from_double(std::span<const double>(gram_sums_.data() + gram_offsets_[l], grams_[l].elements()),
-                                grams_[l]);
+  for (std::size_t l = 0; l < grams_.size(); ++l) backend_.assign_from_double(sums_, gram_offsets_[l], grams_[l]);
 
   for (std::size_t l = 0; l < grams_.size(); ++l) {
     backend_.subtract(grams_[l], targets_.grams[l], differences_[l]);
@@ -358,7 +358,7 @@ StyleTargets tiled_style_targets(Backend& backend, const Architecture& arch, con
     for (const Tile& tile : grid.tiles) grown.push_back(tile.grown);
     std::vector<float> crops = scatter_boxes(communicator, style.planar, style.width, style.height, grown, owners);
     const float* crop = crops.data();
-    std::vector<double> sums(blended.size(), 0.0);
+    DoubleBuffer sums = backend.allocate_doubles(blended.size());
     std::map<std::pair<int, int>, std::unique_ptr<Network>> networks;
     for (const Tile& tile : grid.tiles) {
       if (owners.rank_of(tile.index) != communicator.rank()) continue;
@@ -380,24 +380,27 @@ StyleTargets tiled_style_targets(Backend& backend, const Architecture& arch, con
         Tensor partial = backend.allocate({1, size.channels, size.channels}, Layout::planar);
         auto gram = backend.plan_gram(network->tap_shape(tap));
         const float normaliser = gram_normaliser(size);
-        std::span<double> sum(sums.data() + offsets[l], partial.elements());
         for (const Box& block_box : grid.blocks()) {
           if (!tile.owned.contains(block_box)) continue;
           Box window = feature_window(block_box, g, layer_stride[l], size.height, size.width, style.width,
                                          style.height);
           if (window.area() == 0) continue;
           gram->forward_contiguous(network->features(tap), window, normaliser, partial);
-          backend.accumulate_double(partial, sum);
+          backend.accumulate_double(partial, sums, offsets[l]);
         }
       }
     }
-    if (communicator.size() > 1) communicator.sum(std::span<double>(sums));
-    for (std::size_t i = 0; i < sums.size(); ++i) blended[i] += blend[k] * sums[i];
+    if (communicator.size() > 1) communicator.sum(backend, sums);
+    std::vector<double> summed(sums.size());
+    backend.read_doubles(sums, 0, summed);
+    for (std::size_t i = 0; i < summed.size(); ++i) blended[i] += blend[k] * summed[i];
   }
+  DoubleBuffer blended_sums = backend.allocate_doubles(blended.size());
+  backend.write_doubles(blended, blended_sums, 0);
   for (std::size_t l = 0; l < layers.size(); ++l) {
     int c = feature_map_size(arch, layers[l], styles[0].height, styles[0].width).channels;
     Tensor gram = backend.allocate({1, c, c}, Layout::planar);
-    backend.assign_from_double(std::span<const double>(blended.data() + offsets[l], gram.elements()), gram);
+    backend.assign_from_double(blended_sums, offsets[l], gram);
     targets.grams.push_back(std::move(gram));
   }
   return targets;

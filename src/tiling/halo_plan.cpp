@@ -15,7 +15,7 @@ struct HaloPlan::Item {
   Box box;              // in image pixels
   int peer = -1;        // send, receive
   std::size_t buffer_offset = 0;
-  Tensor staging;  // 3 x box, for send and receive
+  Tensor packed;  // 3 x box: its part of the peer's message (send, receive)
 };
 
 namespace {
@@ -59,17 +59,21 @@ HaloPlan::HaloPlan(Backend& backend, Communicator& communicator, const TiledImag
       } else {
         continue;
       }
-      if (item.kind != Item::local_copy)
-        item.staging = backend_.allocate({3, box.height(), box.width()}, Layout::planar, Backend::Contents::unset);
       items_.push_back(std::move(item));
     }
-  for (auto& [peer, size] : send_size) {
-    send_peers_.push_back(peer);
-    send_buffers_.emplace_back(size);
-  }
-  for (auto& [peer, size] : receive_size) {
-    receive_peers_.push_back(peer);
-    receive_buffers_.emplace_back(size);
+  // One buffer per peer each way in the backend's memory, each item packed
+  // into its part: a device-aware communicator sends them from where they
+  // are, any other from host memory.
+  auto message = [&](std::size_t size) {
+    return backend_.allocate({1, 1, int(size)}, Layout::planar, Backend::Contents::unset);
+  };
+  for (auto& [peer, size] : send_size) sends_.push_back({peer, message(size)});
+  for (auto& [peer, size] : receive_size) receives_.push_back({peer, message(size)});
+  for (auto& item : items_) {
+    if (item.kind == Item::local_copy) continue;
+    const auto& transfers = item.kind == Item::send ? sends_ : receives_;
+    auto transfer = std::find_if(transfers.begin(), transfers.end(), [&](const BufferTransfer& t) { return t.peer == item.peer; });
+    item.packed = transfer->buffer.slice(item.buffer_offset, {3, item.box.height(), item.box.width()});
   }
 }
 
@@ -84,20 +88,11 @@ void HaloPlan::begin(const Tensor& local_image, const GrownImage& grown) {
   for (auto& item : items_) {
     if (item.kind != Item::send) continue;
     const Tile& from = tiles[item.from_local];
-    backend_.copy_window(owned_slice(item.from_local), window_in(item.box, from.owned), item.staging, 0, 0);
-    auto peer = std::find(send_peers_.begin(), send_peers_.end(), item.peer) - send_peers_.begin();
-    backend_.download(item.staging,
-                      std::span<float>(send_buffers_[peer].data() + item.buffer_offset, item.staging.elements()));
+    backend_.copy_window(owned_slice(item.from_local), window_in(item.box, from.owned), item.packed, 0, 0);
   }
   // A rank whose tiles need nothing from other ranks posts nothing (on NCCL
   // even an empty exchange would wait for the device).
-  if (!send_peers_.empty() || !receive_peers_.empty()) {
-    std::vector<Transfer> sends, receives;
-    for (std::size_t i = 0; i < send_peers_.size(); ++i) sends.push_back({send_peers_[i], send_buffers_[i]});
-    for (std::size_t i = 0; i < receive_peers_.size(); ++i)
-      receives.push_back({receive_peers_[i], receive_buffers_[i]});
-    pending_ = communicator_.begin_exchange(sends, receives);
-  }
+  if (!sends_.empty() || !receives_.empty()) pending_ = communicator_.begin_exchange(backend_, sends_, receives_);
   under_way_ = true;
   grown_ = grown;
   // While the messages travel.
@@ -120,11 +115,7 @@ void HaloPlan::finish() {
   for (auto& item : items_) {
     if (item.kind != Item::receive) continue;
     const Box destination = window_in(item.box, image_.local_tiles()[item.to_local].grown);
-    auto peer = std::find(receive_peers_.begin(), receive_peers_.end(), item.peer) - receive_peers_.begin();
-    backend_.upload(
-        std::span<const float>(receive_buffers_[peer].data() + item.buffer_offset, item.staging.elements()),
-        item.staging);
-    backend_.copy_window(item.staging, whole_map(item.staging.shape()), grown_(item.to_local), destination.x0,
+    backend_.copy_window(item.packed, whole_map(item.packed.shape()), grown_(item.to_local), destination.x0,
                          destination.y0);
   }
   grown_ = nullptr;

@@ -6,6 +6,7 @@
 
 #include "comm/mpi_communicator.hpp"
 #include "support/render_cases.hpp"
+#include "support/staged_backend.hpp"
 #include "support/test_support.hpp"
 #include "tessera/backend.hpp"
 #include "tessera/box_copy.hpp"
@@ -106,13 +107,16 @@ TEST(MpiBoxCopy, MovesPixelsBetweenLayouts) {
 // The halo plan under mpirun: every grown image of every rank's tiles holds
 // the image's pixels over its whole box once finish() returns, the copies
 // between a rank's own tiles already after begin().
-TEST(MpiHaloPlan, FillsEveryGrownImageFromItsOwners) {
+class MpiHaloPlan : public ::testing::TestWithParam<bool> {};
+
+TEST_P(MpiHaloPlan, FillsEveryGrownImageFromItsOwners) {
   const int width = 70, height = 52, ranks = g_world->size();
   auto value = [](int c, int y, int x) { return float(c * 100000 + y * 100 + x); };
   const Architecture& arch = architecture("vgg19");
   TileGrid grid = TileGrid::for_layers(arch, {"relu1_1", "relu2_1"}, width, height, 2, ranks, -1);
   RankMap owners = RankMap::contiguous(int(grid.tiles.size()), ranks);
-  auto backend = make_backend("cpu");
+  // On the CPU backend's memory, and staged through the host as a GPU's.
+  auto backend = GetParam() ? testing::staged_backend(make_backend("cpu")) : make_backend("cpu");
   std::vector<float> local;
   std::vector<Tensor> grown;
   for (const Tile& tile : grid.tiles) {
@@ -144,6 +148,61 @@ TEST(MpiHaloPlan, FillsEveryGrownImageFromItsOwners) {
   plan.begin(image, [&](int j) -> Tensor& { return grown[j]; });
   EXPECT_THROW(plan.begin(image, [&](int j) -> Tensor& { return grown[j]; }), Error);
   plan.finish();
+}
+
+INSTANTIATE_TEST_SUITE_P(Mpi, MpiHaloPlan, ::testing::Bool(),
+                         [](const auto& info) { return info.param ? "staged" : "host"; });
+
+// The statistics' double buffer summed across ranks in one collective, in
+// the CPU backend's memory and staged through the host.
+TEST(MpiSums, DoubleBufferOnEveryRank) {
+  const int ranks = g_world->size(), me = g_world->rank();
+  for (bool staged : {false, true}) {
+    auto backend = staged ? testing::staged_backend(make_backend("cpu")) : make_backend("cpu");
+    std::vector<double> values(257), expected(257, 0.0);
+    for (std::size_t i = 0; i < values.size(); ++i) {
+      values[i] = 0.25 * double(i) + 1e-3 * me;
+      for (int r = 0; r < ranks; ++r) expected[i] += 0.25 * double(i) + 1e-3 * r;
+    }
+    DoubleBuffer sums = backend->allocate_doubles(values.size());
+    backend->write_doubles(values, sums, 0);
+    const CommunicationCounts before = g_world->counts();
+    g_world->sum(*backend, sums);
+    const CommunicationCounts moved = g_world->counts().since(before);
+    EXPECT_EQ(moved.collectives, 1);
+    EXPECT_EQ(moved.collective_bytes, static_cast<long long>(values.size() * sizeof(double)));
+    std::vector<double> summed(values.size());
+    backend->read_doubles(sums, 0, summed);
+    for (std::size_t i = 0; i < values.size(); ++i)
+      EXPECT_NEAR(summed[i], expected[i], 1e-12) << "element " << i << (staged ? ", staged" : "");
+  }
+}
+
+// A render whose backend's memory is not the host's takes the staged path
+// (download, MPI, upload) and draws the same image, bit for bit.
+TEST(MpiRender, StagedThroughTheHostSameImage) {
+  const int ranks = g_world->size();
+  auto plain = make_backend("cpu");
+  auto staged = testing::staged_backend(make_backend("cpu"));
+  auto a = testing::case_renderer(testing::kVggCase, *plain, *g_world, "lbfgs", 1, ranks);
+  auto b = testing::case_renderer(testing::kVggCase, *staged, *g_world, "lbfgs", 1, ranks);
+  ASSERT_EQ(a->run(nullptr), 6) << a->stop_reason();
+  ASSERT_EQ(b->run(nullptr), 6) << b->stop_reason();
+  Image on_host = a->image(), through_host = b->image();
+  if (g_world->rank() != 0) return;
+  EXPECT_EQ(testing::max_difference(on_host, through_host), 0.0);
+}
+
+// Every rank learns whether two ranks name the same device.
+TEST(MpiSharedDevice, NamesTheFirstPairThatShares) {
+  const int ranks = g_world->size(), me = g_world->rank();
+  EXPECT_EQ(shared_device(*g_world, "GPU " + std::to_string(me) + " on node"), "");
+  const std::string shared = shared_device(*g_world, "GPU " + std::to_string(me / 2) + " on node");
+  if (ranks >= 2) {
+    EXPECT_EQ(shared, "ranks 0 and 1 share GPU 0 on node") << "rank " << me;
+  }
+  // Names of different lengths on different ranks.
+  EXPECT_EQ(shared_device(*g_world, std::string(std::size_t(me + 1), 'x')), "");
 }
 
 }  // namespace

@@ -112,8 +112,14 @@ LossTerms WholeObjective::compute(const Tensor& image, Tensor* gradient) {
     float normaliser = float(1.0 / (double(shape.channels) * shape.plane()));
     gram_ops_[l]->forward(network_->features(style_taps_[l]), whole_map(shape), normaliser, grams_[l]);
   }
+  // Through host memory, which any backend's Gram matrices can reach.
   if (communicator_.size() > 1)
-    for (auto& gram : grams_) communicator_.sum(std::span<float>(gram.data(), gram.elements()));
+    for (auto& gram : grams_) {
+      std::vector<float> host(gram.elements());
+      backend_.download(gram, host);
+      communicator_.sum(std::span<float>(host));
+      backend_.upload(host, gram);
+    }
   for (std::size_t l = 0; l < style_taps_.size(); ++l) {
     int tap = style_taps_[l];
     Shape shape = network_->tap_shape(tap);

@@ -373,11 +373,16 @@ TEST_P(CudaAgainstCpu, VectorOpsAndAdam) {
     Tensor copied = backend.allocate(shape, Layout::planar);
     backend.copy(a, copied);
     results[b][2] = get(backend, copied);
-    accumulated[b] = std::vector<double>(shape.elements(), 0.125);
-    backend.accumulate_double(a, accumulated[b]);
-    backend.accumulate_double(bt, accumulated[b]);
+    // Two sums side by side in one buffer, one written from the host first.
+    DoubleBuffer sums_buffer = backend.allocate_doubles(2 * shape.elements() + 1);
+    backend.write_doubles(std::vector<double>(shape.elements(), 0.125), sums_buffer, 1);
+    backend.accumulate_double(a, sums_buffer, 1);
+    backend.accumulate_double(bt, sums_buffer, 1);
+    backend.accumulate_double(bt, sums_buffer, 1 + shape.elements());
+    accumulated[b].resize(sums_buffer.size());
+    backend.read_doubles(sums_buffer, 0, accumulated[b]);
     Tensor assigned = backend.allocate(shape, Layout::planar);
-    backend.assign_from_double(accumulated[b], assigned);
+    backend.assign_from_double(sums_buffer, 1, assigned);
     results[b][3] = get(backend, assigned);
     // Adam: three steps from zero moments.
     Tensor x = make(backend, shape, Layout::planar, a_values), g = make(backend, shape, Layout::planar, b_values);

@@ -529,7 +529,6 @@ TEST(BackendInterface, RefusesBadArgumentsOnEveryBackend) {
     Tensor other = backend->allocate({3, 6, 7}, Layout::planar);
     Tensor features = backend->allocate(shape, Layout::features);
     std::vector<float> host(shape.elements() - 1);
-    std::vector<double> sums(shape.elements() + 1);
     EXPECT_THROW(backend->upload(host, a), Error);
     EXPECT_THROW(backend->download(a, host), Error);
     EXPECT_THROW(backend->convert(a, other), Error);
@@ -539,8 +538,12 @@ TEST(BackendInterface, RefusesBadArgumentsOnEveryBackend) {
     EXPECT_THROW(backend->copy_window(a, Box::at(0, 0, 4, 4), other, 4, 0), Error);
     EXPECT_THROW(backend->total_variation(features, 1.0f, b), Error);
     EXPECT_THROW(backend->subtract(a, b, other), Error);
-    EXPECT_THROW(backend->accumulate_double(a, sums), Error);
-    EXPECT_THROW(backend->assign_from_double(sums, a), Error);
+    DoubleBuffer sums = backend->allocate_doubles(shape.elements() + 1);
+    EXPECT_THROW(backend->accumulate_double(a, sums, 2), Error);  // past the end
+    EXPECT_THROW(backend->assign_from_double(sums, 2, a), Error);
+    std::vector<double> two(2);
+    EXPECT_THROW(backend->write_doubles(two, sums, shape.elements()), Error);
+    EXPECT_THROW(backend->read_doubles(sums, shape.elements() + 1, std::span<double>(two.data(), 1)), Error);
     EXPECT_THROW(backend->adam_update(a, b, other, b, AdamState{}), Error);
     const Tensor* rows[] = {&a};
     const Tensor* mismatched[] = {&b, &other};

@@ -497,18 +497,36 @@ void CpuBackend::do_subtract(const Tensor& a, const Tensor& b, Tensor& d) {
   for (std::size_t i = 0; i < n; ++i) pd[i] = pa[i] - pb[i];
 }
 
-void CpuBackend::do_accumulate_double(const Tensor& values, std::span<double> sum) {
-  const float* pv = values.data();
-  const std::size_t n = values.elements();
-#pragma omp parallel for schedule(static)
-  for (std::size_t i = 0; i < n; ++i) sum[i] += pv[i];
+DoubleBuffer CpuBackend::do_allocate_doubles(std::size_t count) {
+  auto storage = allocate_bytes(count * sizeof(double));
+  std::memset(storage.get(), 0, count * sizeof(double));
+  return DoubleBuffer(std::shared_ptr<double>(storage, reinterpret_cast<double*>(storage.get())), count);
 }
 
-void CpuBackend::do_assign_from_double(std::span<const double> sum, Tensor& values) {
-  float* pv = values.data();
+void CpuBackend::do_clear(DoubleBuffer& sums) { std::memset(sums.data(), 0, sums.bytes()); }
+
+void CpuBackend::do_accumulate_double(const Tensor& values, DoubleBuffer& sums, std::size_t offset) {
+  const float* pv = values.data();
+  double* ps = sums.data() + offset;
   const std::size_t n = values.elements();
 #pragma omp parallel for schedule(static)
-  for (std::size_t i = 0; i < n; ++i) pv[i] = float(sum[i]);
+  for (std::size_t i = 0; i < n; ++i) ps[i] += pv[i];
+}
+
+void CpuBackend::do_assign_from_double(const DoubleBuffer& sums, std::size_t offset, Tensor& values) {
+  float* pv = values.data();
+  const double* ps = sums.data() + offset;
+  const std::size_t n = values.elements();
+#pragma omp parallel for schedule(static)
+  for (std::size_t i = 0; i < n; ++i) pv[i] = float(ps[i]);
+}
+
+void CpuBackend::do_write_doubles(std::span<const double> values, DoubleBuffer& sums, std::size_t offset) {
+  std::memcpy(sums.data() + offset, values.data(), values.size_bytes());
+}
+
+void CpuBackend::do_read_doubles(const DoubleBuffer& sums, std::size_t offset, std::span<double> values) {
+  std::memcpy(values.data(), sums.data() + offset, values.size_bytes());
 }
 
 void CpuBackend::do_adam_update(Tensor& x, const Tensor& g, Tensor& m, Tensor& v, const AdamState& state) {

@@ -32,6 +32,7 @@ class CpuBackend final : public Backend {
   Precision precision() const override { return precision_; }
   std::vector<std::string> describe() const override;
   void set_threads(int threads) override;
+  bool host_memory() const override { return true; }
 
 
   // For the layer implementations.
@@ -82,8 +83,12 @@ class CpuBackend final : public Backend {
   void do_dot_products(std::span<const Tensor* const> rows, std::span<const Tensor* const> columns,
                        std::span<double> products) override;
   void do_combine(std::span<const Tensor* const> terms, std::span<const double> coefficients, Tensor& out) override;
-  void do_accumulate_double(const Tensor& values, std::span<double> sum) override;
-  void do_assign_from_double(std::span<const double> sum, Tensor& values) override;
+  DoubleBuffer do_allocate_doubles(std::size_t count) override;
+  void do_clear(DoubleBuffer& sums) override;
+  void do_accumulate_double(const Tensor& values, DoubleBuffer& sums, std::size_t offset) override;
+  void do_assign_from_double(const DoubleBuffer& sums, std::size_t offset, Tensor& values) override;
+  void do_write_doubles(std::span<const double> values, DoubleBuffer& sums, std::size_t offset) override;
+  void do_read_doubles(const DoubleBuffer& sums, std::size_t offset, std::span<double> values) override;
   void do_adam_update(Tensor& x, const Tensor& g, Tensor& m, Tensor& v, const AdamState& state) override;
 
   dnnl::engine engine_;

@@ -199,6 +199,16 @@ __global__ void combine_kernel(const float* const* terms, const double* coeffici
   }
 }
 
+__global__ void accumulate_double_kernel(const float* values, double* sums, std::size_t n) {
+  for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < n; i += std::size_t(gridDim.x) * blockDim.x)
+    sums[i] += double(values[i]);
+}
+
+__global__ void assign_from_double_kernel(const double* sums, float* values, std::size_t n) {
+  for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < n; i += std::size_t(gridDim.x) * blockDim.x)
+    values[i] = float(sums[i]);
+}
+
 __global__ void adam_kernel(float* x, const float* g, float* m, float* v, std::size_t n, float step, float b1,
                             float b2, float eps) {
   TESSERA_GRID_STRIDE(i, n) {
@@ -319,9 +329,7 @@ void CudaBackend::release() {
   products_scratch_.reset();
   combine_scratch_.reset();
   if (result_host_) (void)cudaFreeHost(result_host_);
-  if (staging_host_) (void)cudaFreeHost(staging_host_);
   result_host_ = nullptr;
-  staging_host_ = nullptr;
   if (cublas_) (void)cublasDestroy(cublas_);
   if (cudnn_) (void)cudnnDestroy(cudnn_);
   if (stream_) (void)cudaStreamDestroy(stream_);
@@ -403,17 +411,6 @@ void CudaBackend::reserve_workspace(std::size_t bytes) {
   workspace_.reset();
   workspace_ = allocate_bytes(bytes);
   workspace_bytes_ = bytes;
-}
-
-float* CudaBackend::host_floats(std::size_t count) {
-  if (count > staging_capacity_) {
-    if (staging_host_) TESSERA_CUDA_CHECK(cudaFreeHost(staging_host_));
-    staging_host_ = nullptr;
-    staging_capacity_ = 0;
-    TESSERA_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&staging_host_), count * sizeof(float)));
-    staging_capacity_ = count;
-  }
-  return staging_host_;
 }
 
 std::shared_ptr<void> CudaBackend::device_weights(const ConvWeights& weights, DataType type) {
@@ -702,22 +699,42 @@ void* CudaBackend::device_scratch(std::shared_ptr<void>& buffer, std::size_t& ca
   return buffer.get();
 }
 
-// The double sums live on the host (the tiled objective adds every block's
-// Gram matrix there, in a fixed order); these Gram-sized copies are small.
-void CudaBackend::do_accumulate_double(const Tensor& values, std::span<double> sum) {
-  float* staged = host_floats(sum.size());
-  TESSERA_CUDA_CHECK(
-      cudaMemcpyAsync(staged, values.data(), sum.size() * sizeof(float), cudaMemcpyDeviceToHost, stream_));
-  synchronize("accumulate_double");
-  for (std::size_t i = 0; i < sum.size(); ++i) sum[i] += staged[i];
+// The sums stay on the device: each block's Gram partial is added by a
+// kernel queued behind the one that computed it, with no copy and no wait.
+DoubleBuffer CudaBackend::do_allocate_doubles(std::size_t count) {
+  std::shared_ptr<void> memory = allocate_bytes(count * sizeof(double));
+  TESSERA_CUDA_CHECK(cudaMemsetAsync(memory.get(), 0, count * sizeof(double), stream_));
+  return DoubleBuffer(std::static_pointer_cast<double>(memory), count);
 }
 
-void CudaBackend::do_assign_from_double(std::span<const double> sum, Tensor& values) {
-  float* staged = host_floats(sum.size());
-  for (std::size_t i = 0; i < sum.size(); ++i) staged[i] = float(sum[i]);
+void CudaBackend::do_clear(DoubleBuffer& sums) {
+  TESSERA_CUDA_CHECK(cudaMemsetAsync(sums.data(), 0, sums.bytes(), stream_));
+}
+
+void CudaBackend::do_accumulate_double(const Tensor& values, DoubleBuffer& sums, std::size_t offset) {
+  const std::size_t n = values.elements();
+  accumulate_double_kernel<<<blocks_for(n, kThreadsPerBlock, 8 * multiprocessors_), kThreadsPerBlock, 0, stream_>>>(
+      values.data(), sums.data() + offset, n);
+  TESSERA_CUDA_CHECK_LAUNCH("accumulate_double");
+}
+
+void CudaBackend::do_assign_from_double(const DoubleBuffer& sums, std::size_t offset, Tensor& values) {
+  const std::size_t n = values.elements();
+  assign_from_double_kernel<<<blocks_for(n, kThreadsPerBlock, 8 * multiprocessors_), kThreadsPerBlock, 0, stream_>>>(
+      sums.data() + offset, values.data(), n);
+  TESSERA_CUDA_CHECK_LAUNCH("assign_from_double");
+}
+
+void CudaBackend::do_write_doubles(std::span<const double> values, DoubleBuffer& sums, std::size_t offset) {
   TESSERA_CUDA_CHECK(
-      cudaMemcpyAsync(values.data(), staged, sum.size() * sizeof(float), cudaMemcpyHostToDevice, stream_));
-  synchronize("assign_from_double");  // the staging buffer is reused by the next call
+      cudaMemcpyAsync(sums.data() + offset, values.data(), values.size_bytes(), cudaMemcpyHostToDevice, stream_));
+  synchronize("write_doubles");  // the caller may reuse its host memory at once
+}
+
+void CudaBackend::do_read_doubles(const DoubleBuffer& sums, std::size_t offset, std::span<double> values) {
+  TESSERA_CUDA_CHECK(
+      cudaMemcpyAsync(values.data(), sums.data() + offset, values.size_bytes(), cudaMemcpyDeviceToHost, stream_));
+  synchronize("read_doubles");
 }
 
 void CudaBackend::do_adam_update(Tensor& x, const Tensor& g, Tensor& m, Tensor& v, const AdamState& state) {

@@ -32,6 +32,7 @@ class CudaBackend final : public Backend {
   Precision precision() const override { return precision_; }
   std::vector<std::string> describe() const override;
   void set_threads(int) override {}  // the GPU's parallelism is not set in threads
+  bool host_memory() const override { return false; }
 
 
   // --- for the layers (cuda_layers.cu)
@@ -78,8 +79,12 @@ class CudaBackend final : public Backend {
   void do_dot_products(std::span<const Tensor* const> rows, std::span<const Tensor* const> columns,
                        std::span<double> products) override;
   void do_combine(std::span<const Tensor* const> terms, std::span<const double> coefficients, Tensor& out) override;
-  void do_accumulate_double(const Tensor& values, std::span<double> sum) override;
-  void do_assign_from_double(std::span<const double> sum, Tensor& values) override;
+  DoubleBuffer do_allocate_doubles(std::size_t count) override;
+  void do_clear(DoubleBuffer& sums) override;
+  void do_accumulate_double(const Tensor& values, DoubleBuffer& sums, std::size_t offset) override;
+  void do_assign_from_double(const DoubleBuffer& sums, std::size_t offset, Tensor& values) override;
+  void do_write_doubles(std::span<const double> values, DoubleBuffer& sums, std::size_t offset) override;
+  void do_read_doubles(const DoubleBuffer& sums, std::size_t offset, std::span<double> values) override;
   void do_adam_update(Tensor& x, const Tensor& g, Tensor& m, Tensor& v, const AdamState& state) override;
 
   // Reductions end in one double per launch: blocks write partial sums in
@@ -89,7 +94,6 @@ class CudaBackend final : public Backend {
   int reduction_blocks(std::size_t elements) const;
   void synchronize(const char* what);
   void release();
-  float* host_floats(std::size_t count);  // pinned staging, grown once to the largest Gram
   // A device buffer of at least `bytes`, grown (never shrunk) as needed.
   void* device_scratch(std::shared_ptr<void>& buffer, std::size_t& capacity, std::size_t bytes);
 
@@ -106,8 +110,6 @@ class CudaBackend final : public Backend {
   std::size_t workspace_bytes_ = 0;
   std::shared_ptr<void> partials_;  // double[kMaxReductionBlocks + 1]
   double* result_host_ = nullptr;   // pinned
-  float* staging_host_ = nullptr;   // pinned
-  std::size_t staging_capacity_ = 0;
   std::shared_ptr<void> scratch_;   // device planar f32 for uploads/downloads of other layouts
   std::size_t scratch_capacity_ = 0;
   std::shared_ptr<void> products_scratch_;  // dot_products' partial sums and results

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <memory>
 
+#include "comm/device_communicator.hpp"
 #include "render/job/agreement.hpp"
 #include "render/job/job_inputs.hpp"
 #include "render/job/job_log.hpp"
@@ -46,7 +47,7 @@ std::string intermediate_name(const std::string& output, int scale, int scale_co
 class Job {
  public:
   Job(JobPlan plan, Communicator& communicator, const JobHooks& hooks)
-      : plan_(std::move(plan)), o_(plan_.request), communicator_(communicator), hooks_(hooks),
+      : plan_(std::move(plan)), o_(plan_.request), world_(communicator), hooks_(hooks),
         root_(communicator.rank() == 0) {}
 
   JobOutcome run();
@@ -71,7 +72,10 @@ class Job {
 
   JobPlan plan_;
   const RenderRequest& o_;
-  Communicator& communicator_;
+  // The ranks' communicator: the process's (MPI) until the backend is made,
+  // then NCCL's where that backend is a GPU's and each rank has its own.
+  Communicator& communicator() const { return device_communicator_ ? *device_communicator_ : world_; }
+  Communicator& world_;
   const JobHooks& hooks_;
   const bool root_;
   SourceImages sources_;
@@ -79,6 +83,7 @@ class Job {
   Record identity_;  // rank 0
   ResumePoint point_;
   std::unique_ptr<Backend> backend_;
+  std::unique_ptr<Communicator> device_communicator_;
   IterationLog log_;
   // Set once the first iteration is near: from then on signals stop the
   // render after an iteration instead of ending the process.
@@ -94,7 +99,7 @@ class Job {
 
 JobOutcome Job::run() {
   auto& notes = plan_.notes;
-  sources_ = read_sources(plan_, communicator_, notes);
+  sources_ = read_sources(plan_, communicator(), notes);
   scales_ = plan_scales(o_.scales, sources_.width, sources_.height, o_.iterations, o_.scale_iterations);
   if (root_) {
     identity_ = resume_identity(plan_, sources_.width, sources_.height, scales_);
@@ -105,7 +110,7 @@ JobOutcome Job::run() {
     spdlog::info("weights {} ({} up to {})", plan_.weights_path.string(), plan_.model, plan_.deepest);
     for (const auto& note : notes) spdlog::info("{}", note);
   }
-  check_memory(o_, plan_.settings, scales_, communicator_.size(), o_.dry_run);
+  check_memory(o_, plan_.settings, scales_, communicator().size(), o_.dry_run);
   if (o_.dry_run) {
     spdlog::info("dry run: the inputs are good; nothing rendered");
     return JobOutcome::checked;
@@ -114,6 +119,10 @@ JobOutcome Job::run() {
   backend_ = make_backend(o_.backend);
   backend_->set_threads(o_.threads);
   backend_->set_precision(parse_precision(o_.precision));
+  std::string why_not_nccl;
+  device_communicator_ = make_device_communicator(world_, *backend_, why_not_nccl);
+  if (device_communicator_) spdlog::info("ranks' sums and halos: NCCL, one GPU per rank");
+  else if (!why_not_nccl.empty()) spdlog::warn("{}", why_not_nccl);
   if (!o_.log_json.empty() && root_)
     log_ = IterationLog(o_.log_json, point_.resumed ? point_.scale + 1 : 0, point_.state.iterations_done);
   if (point_.reader) kept_.push_back(point_.reader->path());
@@ -137,7 +146,7 @@ JobOutcome Job::run() {
 void Job::agree_on_resume_point() {
   std::string text = root_ && point_.resumed ? std::to_string(point_.scale) + "\n" + io::render_state_text(point_.state)
                                              : std::string();
-  communicator_.broadcast(text);
+  communicator().broadcast(text);
   if (!root_ && !text.empty()) {
     point_.resumed = true;
     point_.scale = std::stoi(text.substr(0, text.find('\n')));
@@ -158,7 +167,7 @@ Job::ScaleEnd Job::run_scale(int s) {
   } else {
     scale_settings.init = plan_.first_init;
   }
-  RenderInputs inputs = scale_inputs(plan_, sources_, here, scale_settings.init, communicator_);
+  RenderInputs inputs = scale_inputs(plan_, sources_, here, scale_settings.init, communicator());
   if (scale_settings.init == InitKind::given) inputs.local_start = std::move(carried_);
   carried_ = {};
 
@@ -170,8 +179,8 @@ Job::ScaleEnd Job::run_scale(int s) {
   const std::string& model = plan_.model;
   const std::string weights_name = plan_.weights_path.filename().string();
   std::string layout =
-      communicator_.size() > 1 || scale_settings.tile_rows * scale_settings.tile_columns > 1
-          ? fmt::format(", {} rank(s), {}x{} tiles, halo {} px", communicator_.size(), scale_settings.tile_rows,
+      communicator().size() > 1 || scale_settings.tile_rows * scale_settings.tile_columns > 1
+          ? fmt::format(", {} rank(s), {}x{} tiles, halo {} px", communicator().size(), scale_settings.tile_rows,
                         scale_settings.tile_columns,
                         render_halo_for(architecture(model), scale_settings.objective.layers(), scale_settings.halo_px))
           : std::string();
@@ -190,7 +199,7 @@ Job::ScaleEnd Job::run_scale(int s) {
   std::string halo_error;
   if (plan_.settings.halo_px >= 0 && root_)
     halo_error = measure_halo_error(*backend_, scale_settings, plan_.weights, inputs);
-  Renderer renderer(*backend_, communicator_, scale_settings, std::move(inputs));
+  Renderer renderer(*backend_, communicator(), scale_settings, std::move(inputs));
   if (!halo_error.empty()) spdlog::info("{}", halo_error);
   if (s == scale_count() - 1) plan_.weights = WeightSet{};  // the backend holds its own copy now
   const int resumed_at = resuming_here ? point_.state.iterations_done : 0;
@@ -216,7 +225,7 @@ Job::ScaleEnd Job::run_scale(int s) {
   // last agreement and the end of the loop on one rank alone.
   bool stop_agreed = false;
   double first_loss = 0.0;
-  const IterationPlace place{s + 1, scale_count(), here.width, here.height, communicator_.size()};
+  const IterationPlace place{s + 1, scale_count(), here.width, here.height, communicator().size()};
   hooks_.iterating();
   listening_ = true;
   done_ = renderer.run([&](const IterationReport& r) {
@@ -244,7 +253,7 @@ Job::ScaleEnd Job::run_scale(int s) {
     // Every rank takes the same decision, or the collectives would hang:
     // 2 stops (and checkpoints), 1 checkpoints and goes on.
     double request = hooks_.request();
-    if (communicator_.size() > 1) request = communicator_.max(request);
+    if (communicator().size() > 1) request = communicator().max(request);
     const bool periodic =
         o_.checkpoint_every > 0 && r.iteration % o_.checkpoint_every == 0 && r.iteration < r.iterations;
     if (request > 0.0 || periodic) {
@@ -299,14 +308,14 @@ Job::ScaleEnd Job::run_scale(int s) {
   std::vector<std::string> unused;
   const RenderSettings next = settings_of_scale(s + 1, unused);
   carried_ = upsample_for_next_scale(
-      renderer, render_layout(next, scale(s + 1).width, scale(s + 1).height, communicator_.size()), communicator_);
+      renderer, render_layout(next, scale(s + 1).width, scale(s + 1).height, communicator().size()), communicator());
   return ScaleEnd::next;
 }
 
 RenderSettings Job::settings_of_scale(int s, std::vector<std::string>& notes) const {
   RenderSettings settings = plan_.settings;
   settings.iterations = scale(s).iterations;
-  choose_tiles(o_, settings, scale(s).width, scale(s).height, communicator_.size(), notes,
+  choose_tiles(o_, settings, scale(s).width, scale(s).height, communicator().size(), notes,
                most_tensor_elements(backend_->name()));
   return settings;
 }
@@ -325,7 +334,7 @@ void Job::write_checkpoint(const Renderer& renderer, int s, const RenderSettings
     header.width = scale(s).width;
     header.height = scale(s).height;
     header.state = renderer.state();
-    header.ranks = communicator_.size();
+    header.ranks = communicator().size();
     header.tiles = fmt::format("{}x{}", scale_settings.tile_rows, scale_settings.tile_columns);
     try {
       writer = std::make_unique<io::CheckpointWriter>(path, header);
