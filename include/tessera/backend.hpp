@@ -163,6 +163,8 @@ class Backend {
   // it is; else it is a device's, reached through upload and download (or
   // a device-aware communicator such as NCCL's).
   virtual bool host_memory() const = 0;
+  // The device memory free now (bytes); 0 where the memory is the host's.
+  virtual std::size_t free_device_bytes() const = 0;
   // Peak bytes this backend allocated on its device.
   std::size_t peak_device_bytes() const { return peak_bytes_.load(); }
 

@@ -12,6 +12,7 @@ class StagedBackend final : public Backend {
   std::vector<std::string> describe() const override { return inner_->describe(); }
   void set_threads(int threads) override { inner_->set_threads(threads); }
   bool host_memory() const override { return false; }
+  std::size_t free_device_bytes() const override { return 0; }
 
  private:
   Tensor do_allocate(Shape shape, Layout layout, Contents contents) override {

@@ -33,6 +33,7 @@ class CpuBackend final : public Backend {
   std::vector<std::string> describe() const override;
   void set_threads(int threads) override;
   bool host_memory() const override { return true; }
+  std::size_t free_device_bytes() const override { return 0; }
 
 
   // For the layer implementations.

@@ -699,6 +699,12 @@ void* CudaBackend::device_scratch(std::shared_ptr<void>& buffer, std::size_t& ca
   return buffer.get();
 }
 
+std::size_t CudaBackend::free_device_bytes() const {
+  std::size_t free_bytes = 0, total_bytes = 0;
+  TESSERA_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  return free_bytes;
+}
+
 // The sums stay on the device: each block's Gram partial is added by a
 // kernel queued behind the one that computed it, with no copy and no wait.
 DoubleBuffer CudaBackend::do_allocate_doubles(std::size_t count) {

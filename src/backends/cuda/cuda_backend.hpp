@@ -33,6 +33,7 @@ class CudaBackend final : public Backend {
   std::vector<std::string> describe() const override;
   void set_threads(int) override {}  // the GPU's parallelism is not set in threads
   bool host_memory() const override { return false; }
+  std::size_t free_device_bytes() const override;
 
 
   // --- for the layers (cuda_layers.cu)

@@ -84,6 +84,9 @@ class Job {
   ResumePoint point_;
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<Communicator> device_communicator_;
+  // What --tiles auto may plan for on the GPU (bytes; 0 on the CPU),
+  // measured before the render allocates anything.
+  double device_budget_ = 0.0;
   IterationLog log_;
   // Set once the first iteration is near: from then on signals stop the
   // render after an iteration instead of ending the process.
@@ -119,6 +122,7 @@ JobOutcome Job::run() {
   backend_ = make_backend(o_.backend);
   backend_->set_threads(o_.threads);
   backend_->set_precision(parse_precision(o_.precision));
+  device_budget_ = device_memory_budget(*backend_, world_);
   std::string why_not_nccl;
   device_communicator_ = make_device_communicator(world_, *backend_, why_not_nccl);
   if (device_communicator_) spdlog::info("ranks' sums and halos: NCCL, one GPU per rank");
@@ -316,7 +320,7 @@ RenderSettings Job::settings_of_scale(int s, std::vector<std::string>& notes) co
   RenderSettings settings = plan_.settings;
   settings.iterations = scale(s).iterations;
   choose_tiles(o_, settings, scale(s).width, scale(s).height, communicator().size(), notes,
-               most_tensor_elements(backend_->name()));
+               most_tensor_elements(backend_->name()), device_budget_);
   return settings;
 }
 

@@ -57,7 +57,7 @@ std::size_t largest_activation(const RenderSettings& settings, int width, int he
 // grid (kept at every scale where it fits); more per rank when a memory
 // budget, or the backend's largest tensor, asks for it.
 void choose_tiles(const RenderRequest& o, RenderSettings& settings, int width, int height, int ranks,
-                  std::vector<std::string>& notes, std::size_t most_elements) {
+                  std::vector<std::string>& notes, std::size_t most_elements, double device_budget) {
   const Architecture& a = architecture(settings.model);
   std::vector<std::string> used = settings.objective.layers();
   const auto [most_rows, most_columns] = TileGrid::most_tiles(a, used, width, height);
@@ -100,7 +100,12 @@ void choose_tiles(const RenderRequest& o, RenderSettings& settings, int width, i
     }
     return;
   }
-  const double budget = o.memory_per_rank.empty() ? 0.0 : parse_bytes(o.memory_per_rank);
+  // The user's budget, else the GPU's free memory where the backend has one.
+  const bool users_budget = !o.memory_per_rank.empty();
+  const double budget = users_budget ? parse_bytes(o.memory_per_rank) : device_budget;
+  const std::string budget_name =
+      users_budget ? "--memory-per-rank " + o.memory_per_rank
+                   : fmt::format("the GPU's free memory ({:.1f} GiB)", device_budget / (1u << 30));
   double needed = 0.0;
   for (int per_rank = 1; per_rank <= 4096; per_rank *= 2) {
     // rows x columns = ranks x per_rank, as square as the image allows.
@@ -120,17 +125,28 @@ void choose_tiles(const RenderRequest& o, RenderSettings& settings, int width, i
     if (budget == 0.0) return;
     needed = rank_memory_needed(o, settings, width, height, ranks);
     if (needed <= budget) {
-      notes.push_back(fmt::format("{}x{}: {}x{} tiles for --memory-per-rank {}: about {:.1f} GiB per rank (estimate)",
-                                  width, height, rows, columns, o.memory_per_rank, needed / (1u << 30)));
+      // One tile per rank needs no note when the GPU's memory holds it.
+      if (users_budget || per_rank > 1)
+        notes.push_back(fmt::format("{}x{}: {}x{} tiles for {}: about {:.1f} GiB per rank (estimate)", width, height,
+                                    rows, columns, budget_name, needed / (1u << 30)));
       return;
     }
   }
   if (budget == 0.0)
     fail("at ", width, "x", height, " no tile grid the image holds keeps a tile's activations under the ",
          most_elements, " values one GPU tensor may hold: use more ranks");
-  fail("the render does not fit in --memory-per-rank ", o.memory_per_rank, " with as many tiles as the image holds (",
+  fail("the render does not fit in ", budget_name, " with as many tiles as the image holds (",
        settings.tile_rows, "x", settings.tile_columns, " need about ", fmt::format("{:.1f}", needed / (1u << 30)),
        " GiB per rank): give more memory, more ranks, --precision bf16, or --optimizer adam");
+}
+
+double device_memory_budget(Backend& backend, Communicator& communicator) {
+  if (backend.host_memory()) return 0.0;
+  double free_bytes = double(backend.free_device_bytes());
+  if (communicator.size() > 1) free_bytes = -communicator.max(-free_bytes);
+  // Outside the estimate: cuDNN's workspace (up to 1 GiB for an algorithm)
+  // and what the libraries allocate for themselves.
+  return std::max(0.0, 0.9 * free_bytes - double(1u << 30));
 }
 
 // Before the first scale: the tiles and memory of every scale (shown with

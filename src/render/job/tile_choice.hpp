@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "tessera/backend.hpp"
+#include "tessera/communicator.hpp"
 #include "tessera/render.hpp"
 #include "tessera/render_job.hpp"
 #include "tessera/scales.hpp"
@@ -28,9 +29,17 @@ std::size_t largest_activation(const RenderSettings& settings, int width, int he
 
 // Sets settings' tile grid for one scale; what differs from the request is
 // added to `notes`. Throws tessera::Error where no grid fits the ranks, the
-// memory budget, or `most_elements` (0: no limit) per tensor.
+// memory budget, or `most_elements` (0: no limit) per tensor. The budget is
+// --memory-per-rank where given, else `device_budget` (bytes, 0 for none:
+// the GPU's free memory, see device_memory_budget).
 void choose_tiles(const RenderRequest& o, RenderSettings& settings, int width, int height, int ranks,
-                  std::vector<std::string>& notes, std::size_t most_elements = 0);
+                  std::vector<std::string>& notes, std::size_t most_elements = 0, double device_budget = 0.0);
+
+// What --tiles auto may plan for on `backend`'s device: the part of its
+// free memory (cudaMemGetInfo) kept for tiles, the least over the ranks so
+// that all choose one grid; 0 where the backend's memory is the host's.
+// Collective over `communicator`; call it before the render allocates.
+double device_memory_budget(Backend& backend, Communicator& communicator);
 
 // Before the first scale: the tiles and memory of every scale (logged when
 // `show`), and one warning where the largest does not fit in the memory
