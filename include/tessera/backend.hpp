@@ -281,5 +281,13 @@ class Backend {
 std::vector<std::string> available_backends();
 // "auto" picks the best available device.
 std::unique_ptr<Backend> make_backend(const std::string& name);
+// The backend make_backend(name) makes here ("cpu" or "cuda"), without
+// making it; other names are returned as they are.
+std::string resolve_backend(const std::string& name);
+
+// --precision: "f32", "bf16", or "auto": f32 on the CPU (the reference),
+// and on a GPU bf16 from 4K (3840 x 2160 pixels) up, where half the
+// activations' memory and bandwidth matter most.
+Precision choose_precision(const std::string& requested, const std::string& backend, int width, int height);
 
 }  // namespace tessera

@@ -54,7 +54,7 @@ struct RenderRequest {
   std::string scales = "auto";
   std::vector<int> scale_iterations;
   std::string backend = "auto";
-  std::string precision = "f32";
+  std::string precision = "auto";
   std::string tiles = "auto";
   std::string halo = "exact";
   std::string memory_per_rank;

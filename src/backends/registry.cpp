@@ -13,6 +13,18 @@ std::vector<std::string> available_backends() {
   return {"cpu"};
 }
 
+std::string resolve_backend(const std::string& name) {
+  if (name != "auto") return name;
+  std::string why_none;
+  return cuda::usable_device_count(why_none) > 0 ? "cuda" : "cpu";
+}
+
+Precision choose_precision(const std::string& requested, const std::string& backend, int width, int height) {
+  if (requested != "auto") return parse_precision(requested);
+  const bool four_k = double(width) * height >= 3840.0 * 2160.0;
+  return resolve_backend(backend) == "cuda" && four_k ? Precision::bf16 : Precision::f32;
+}
+
 std::unique_ptr<Backend> make_backend(const std::string& name) {
   if (name == "cpu") return cpu::make_cpu_backend();
   if (name == "cuda") return cuda::make_cuda_backend();

@@ -194,7 +194,8 @@ Command add_render_command(CLI::App& app) {
   command->add_option("--backend", o->request.backend, "cpu or auto")->capture_default_str();
   command->add_option("--gpu", o->gpu, "neural-style's -gpu: -1 for the CPU, 0 for the GPU (--backend cuda)");
   command->add_option("--threads", o->threads, "CPU threads (0: the CPUs this process may use, shared among the MPI ranks on a node when they are not bound)")->capture_default_str();
-  command->add_option("--precision", o->request.precision, "Activation storage: f32 (reference) or bf16")
+  command->add_option("--precision", o->request.precision,
+                      "Activation storage: f32 (the reference), bf16, or auto (bf16 on a GPU from 4K up, else f32)")
       ->capture_default_str();
   command->add_option("--tiles", o->request.tiles, "Tile grid ROWSxCOLUMNS, or auto (one tile per MPI rank)")
       ->capture_default_str();

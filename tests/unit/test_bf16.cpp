@@ -77,5 +77,18 @@ TEST(Bf16, LossAndGradientAgreeWithF32) {
               agreement.cosine, agreement.norm_relative);
 }
 
+// --precision auto: the CPU keeps the f32 reference at every size; the GPU
+// stores bf16 from 4K (3840 x 2160 pixels, in any shape) up.
+TEST(Bf16, AutoPrecisionIsBf16OnTheGpuFrom4K) {
+  EXPECT_EQ(choose_precision("auto", "cpu", 7680, 4320), Precision::f32);
+  EXPECT_EQ(choose_precision("auto", "cuda", 3840, 2160), Precision::bf16);
+  EXPECT_EQ(choose_precision("auto", "cuda", 2160, 3840), Precision::bf16);
+  EXPECT_EQ(choose_precision("auto", "cuda", 3840, 2159), Precision::f32);
+  EXPECT_EQ(choose_precision("auto", "cuda", 2048, 2048), Precision::f32);
+  EXPECT_EQ(choose_precision("f32", "cuda", 7680, 4320), Precision::f32);
+  EXPECT_EQ(choose_precision("bf16", "cpu", 64, 64), Precision::bf16);
+  EXPECT_THROW(choose_precision("fp16", "cuda", 64, 64), Error);
+}
+
 }  // namespace
 }  // namespace tessera

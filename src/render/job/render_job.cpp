@@ -104,6 +104,14 @@ JobOutcome Job::run() {
   auto& notes = plan_.notes;
   sources_ = read_sources(plan_, communicator(), notes);
   scales_ = plan_scales(o_.scales, sources_.width, sources_.height, o_.iterations, o_.scale_iterations);
+  if (plan_.request.precision == "auto") {
+    // Settled before anything records it (checkpoints, the image's
+    // metadata, the memory estimate).
+    const Precision chosen = choose_precision("auto", o_.backend, sources_.width, sources_.height);
+    plan_.request.precision = precision_name(chosen);
+    if (chosen == Precision::bf16)
+      notes.push_back("bf16 activations, the GPU's default from 4K (--precision f32 for the reference)");
+  }
   if (root_) {
     identity_ = resume_identity(plan_, sources_.width, sources_.height, scales_);
     point_ = find_resume_point(o_.resume, o_.output, identity_, notes);
