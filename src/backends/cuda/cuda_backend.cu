@@ -248,16 +248,6 @@ int local_rank() {
   return 0;
 }
 
-// Round to nearest even, NaN kept: the CPU backend's rule, so that both hold
-// the same bf16 weights.
-std::uint16_t float_to_bf16_bits(float value) {
-  std::uint32_t bits;
-  std::memcpy(&bits, &value, 4);
-  if ((bits & 0x7fffffffu) > 0x7f800000u) return std::uint16_t((bits >> 16) | 0x40);
-  bits += 0x7fffu + ((bits >> 16) & 1u);
-  return std::uint16_t(bits >> 16);
-}
-
 }  // namespace
 
 // --- registration

@@ -6,6 +6,8 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <cstdint>
+#include <cstring>
 
 #include "tessera/tensor.hpp"
 
@@ -39,6 +41,16 @@ __host__ __device__ inline std::size_t offset_of(int channels, int height, int w
                                                  int x) {
   if (planar) return (std::size_t(c) * height + y) * width + x;
   return (std::size_t(y) * width + x) * channels + c;
+}
+
+// Round to nearest even, NaN kept: the CPU backend's rule, so that both hold
+// the same bf16 weights and biases.
+inline std::uint16_t float_to_bf16_bits(float value) {
+  std::uint32_t bits;
+  std::memcpy(&bits, &value, 4);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return std::uint16_t((bits >> 16) | 0x40);
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return std::uint16_t(bits >> 16);
 }
 
 inline int blocks_for(std::size_t elements, int threads, int most) {

@@ -59,6 +59,26 @@ struct ConvolutionDescriptor {
   ConvolutionDescriptor& operator=(const ConvolutionDescriptor&) = delete;
 };
 
+struct ActivationDescriptor {
+  cudnnActivationDescriptor_t handle = nullptr;
+  ActivationDescriptor() { TESSERA_CUDNN_CHECK(cudnnCreateActivationDescriptor(&handle)); }
+  ~ActivationDescriptor() { (void)cudnnDestroyActivationDescriptor(handle); }
+  ActivationDescriptor(const ActivationDescriptor&) = delete;
+  ActivationDescriptor& operator=(const ActivationDescriptor&) = delete;
+};
+
+// Whether cuDNN refused a fused call for its configuration (its types or
+// layouts), as opposed to failing: cuDNN 9 numbers its statuses in families
+// of a thousand.
+bool refused_configuration(cudnnStatus_t status) {
+#if CUDNN_MAJOR >= 9
+  const int family = int(status) / 1000;
+  return family == int(CUDNN_STATUS_NOT_SUPPORTED) / 1000 || family == int(CUDNN_STATUS_BAD_PARAM) / 1000;
+#else
+  return status == CUDNN_STATUS_NOT_SUPPORTED || status == CUDNN_STATUS_BAD_PARAM;
+#endif
+}
+
 struct PoolingDescriptor {
   cudnnPoolingDescriptor_t handle = nullptr;
   PoolingDescriptor() { TESSERA_CUDNN_CHECK(cudnnCreatePoolingDescriptor(&handle)); }
@@ -71,9 +91,10 @@ bool is_tensor_op(cudnnMathType_t math) {
   return math == CUDNN_TENSOR_OP_MATH || math == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION;
 }
 
-// out = relu(out + bias[c]) over an NHWC map (c innermost). In bf16 the
-// convolution's result was already rounded once; the sum rounds again (the
-// CPU adds the bias before its single rounding: within bf16's tolerance).
+// out = relu(out + bias[c]) over an NHWC map (c innermost): the fallback
+// where cuDNN will not fuse them. In bf16 the convolution's result was
+// already rounded once; the sum rounds again (the CPU adds the bias before
+// its single rounding: within bf16's tolerance).
 __global__ void bias_relu_kernel(Elements out, const float* bias, int channels, std::size_t n) {
   for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < n;
        i += std::size_t(gridDim.x) * blockDim.x)
@@ -133,6 +154,21 @@ class CudaConvolution final : public ConvolutionLayer {
     bias_ = backend_.allocate_bytes(weights.bias.size() * sizeof(float));
     TESSERA_CUDA_CHECK(cudaMemcpyAsync(bias_.get(), weights.bias.data(), weights.bias.size() * sizeof(float),
                                        cudaMemcpyHostToDevice, backend_.stream()));
+    // The fused call takes the bias in the output's type (cuDNN's
+    // configurations with 16-bit data have a 16-bit bias).
+    if (type_ == DataType::bf16) {
+      std::vector<std::uint16_t> narrow(weights.bias.size());
+      for (std::size_t k = 0; k < narrow.size(); ++k) narrow[k] = float_to_bf16_bits(weights.bias[k]);
+      fused_bias_ = backend_.allocate_bytes(narrow.size() * sizeof(std::uint16_t));
+      TESSERA_CUDA_CHECK(cudaMemcpyAsync(fused_bias_.get(), narrow.data(), narrow.size() * sizeof(std::uint16_t),
+                                         cudaMemcpyHostToDevice, backend_.stream()));
+    } else {
+      fused_bias_ = bias_;
+    }
+    TESSERA_CUDNN_CHECK(
+        cudnnSetTensor4dDescriptor(bias_desc_.handle, CUDNN_TENSOR_NHWC, cudnn_type(type_), 1, output_.channels, 1, 1));
+    // NaN propagates, so that a poisoned input shows in the result.
+    TESSERA_CUDNN_CHECK(cudnnSetActivationDescriptor(relu_.handle, CUDNN_ACTIVATION_RELU, CUDNN_PROPAGATE_NAN, 0.0));
     // The caller may free its host copy when planning returns.
     TESSERA_CUDA_CHECK(cudaStreamSynchronize(backend_.stream()));
   }
@@ -149,6 +185,20 @@ class CudaConvolution final : public ConvolutionLayer {
       source = &staged_input_;
     }
     const float one = 1.0f, zero = 0.0f;
+    if (fused_) {
+      // relu(conv(x) + 0 * z + bias) in one pass over the output, z being
+      // the output itself (alpha2 = 0: never read for its values).
+      const cudnnStatus_t status = cudnnConvolutionBiasActivationForward(
+          backend_.cudnn(), &one, x_.handle, source->data(), w_.handle, weights_.get(), forward_conv_.handle,
+          forward_algorithm_, backend_.workspace(), forward_workspace_, &zero, y_.handle, output.data(),
+          bias_desc_.handle, fused_bias_.get(), relu_.handle, y_.handle, output.data());
+      if (status == CUDNN_STATUS_SUCCESS) return;
+      if (!refused_configuration(status))
+        checked_status<Cudnn>(status, "cudnnConvolutionBiasActivationForward", __FILE__, __LINE__);
+      // This configuration has no fused kernel: convolution, then our own
+      // bias and ReLU, from now on.
+      fused_ = false;
+    }
     TESSERA_CUDNN_CHECK(cudnnConvolutionForward(backend_.cudnn(), &one, x_.handle, source->data(), w_.handle,
                                                 weights_.get(), forward_conv_.handle, forward_algorithm_,
                                                 backend_.workspace(), forward_workspace_, &zero, y_.handle,
@@ -290,6 +340,10 @@ class CudaConvolution final : public ConvolutionLayer {
   std::size_t forward_workspace_ = 0, backward_workspace_ = 0;
   std::shared_ptr<void> weights_;  // KRSC, feature type, shared through the backend's cache
   std::shared_ptr<void> bias_;     // f32
+  std::shared_ptr<void> fused_bias_;  // the feature type, for the fused call
+  TensorDescriptor bias_desc_;
+  ActivationDescriptor relu_;
+  bool fused_ = true;  // until cuDNN refuses this configuration
 };
 
 // Pooling whose rounded-up (ceil) output size cuDNN cannot express: its
