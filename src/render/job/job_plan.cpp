@@ -58,7 +58,8 @@ JobPlan plan_job(const RenderRequest& request, bool writes_output) {
   if (o.save_every < 0) fail("--save-every must be 0 (never) or more, got ", o.save_every);
   if (o.bits != 0 && o.bits != 8 && o.bits != 16 && o.bits != 32)
     fail("--bits must be 8, 16 or 32 (0: the format's default), got ", o.bits);
-  if (o.precision != "auto") parse_precision(o.precision);
+  if (o.precision != "auto" && o.precision != "f32" && o.precision != "bf16")
+    fail("--precision must be f32, bf16 or auto, got '", o.precision, "'");
   if (o.pooling != "max" && o.pooling != "avg") fail("--pooling must be max or avg, got '", o.pooling, "'");
   if (o.optimizer != "lbfgs" && o.optimizer != "adam")
     fail("--optimizer must be lbfgs or adam, got '", o.optimizer, "'");
