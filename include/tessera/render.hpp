@@ -103,6 +103,13 @@ class Renderer {
   // original_colors), gathered from every rank: a collective call; ranks
   // other than 0 get an empty image.
   Image image() const;
+  // The same image in horizontal strips of at most `rows` rows, top to
+  // bottom: rank 0's `take` gets each strip (full width, RGB as image()
+  // gives it), and no rank ever holds more of the image than a strip
+  // beside its own pixels. A collective call; one exchange per strip.
+  void image_strips(int rows, const std::function<void(const Image& strip)>& take) const;
+  int width() const;
+  int height() const;
   TiledObjective& objective() { return *objective_; }
   // The loss gradient at the current image, whole (rank 0; others get it
   // empty), without updating anything: a collective call.
@@ -131,6 +138,9 @@ class Renderer {
 
  private:
   std::vector<float> to_input_domain(const Image& rgb) const;
+  // Rows y0 .. y0 + rows of the image, planar in the input domain, as the
+  // user sees them (RGB, the content's colours when original_colors).
+  Image output_rows(const std::vector<float>& planar, int y0, int rows) const;
   // A rank-local vector (owned pixels) assembled into the whole planar image
   // on rank 0 (empty elsewhere): a collective call.
   std::vector<float> gather_whole(const Tensor& local) const;

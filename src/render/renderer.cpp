@@ -1,7 +1,9 @@
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <random>
 
+#include "tessera/box_copy.hpp"
 #include "tessera/error.hpp"
 #include "tessera/model.hpp"
 #include "tessera/render.hpp"
@@ -262,17 +264,45 @@ std::vector<float> Renderer::local_image() const {
 Image Renderer::image() const {
   std::vector<float> planar = gather_whole(image_);
   if (communicator_.rank() != 0) return {};
-  const TileGrid& grid = objective_->grid();
-  Image out(grid.width, grid.height);
+  return output_rows(planar, 0, height());
+}
+
+int Renderer::width() const { return objective_->grid().width; }
+int Renderer::height() const { return objective_->grid().height; }
+
+Image Renderer::output_rows(const std::vector<float>& planar, int y0, int rows) const {
+  Image out(width(), rows);
   const std::size_t plane = out.plane_size();
+  if (planar.size() != 3 * plane) fail("internal: ", planar.size(), " values for ", rows, " rows");
   for (std::size_t p = 0; p < plane; ++p) {
     auto v = to_rgb_.apply({planar[p], planar[plane + p], planar[2 * plane + p]});
     out.pixels[p] = v[0];
     out.pixels[plane + p] = v[1];
     out.pixels[2 * plane + p] = v[2];
   }
-  if (settings_.original_colors) return keep_original_colors(out, inputs_.content);
-  return out;
+  if (!settings_.original_colors) return out;
+  // The content's rows beside them (the content image is whole on rank 0).
+  const Image& content = inputs_.content;
+  Image content_rows(width(), rows);
+  for (int c = 0; c < 3; ++c)
+    std::copy_n(content.pixels.begin() + c * content.plane_size() + std::size_t(y0) * width(), plane,
+                content_rows.pixels.begin() + c * plane);
+  return keep_original_colors(out, content_rows);
+}
+
+void Renderer::image_strips(int rows, const std::function<void(const Image& strip)>& take) const {
+  std::vector<float> local(image_.elements());
+  backend_.download(image_, local);
+  const TiledImage& tiled = objective_->tiled_image();
+  const std::vector<Box> owned = tiled.owned_boxes();
+  const RankMap to_root = RankMap::contiguous(1, communicator_.size());
+  rows = std::max(1, rows);
+  for (int y0 = 0; y0 < height(); y0 += rows) {
+    const int y1 = std::min(height(), y0 + rows);
+    std::vector<float> strip =
+        copy_boxes(communicator_, 3, owned, tiled.ranks(), local, {Box{0, y0, width(), y1}}, to_root);
+    if (communicator_.rank() == 0) take(output_rows(strip, y0, y1 - y0));
+  }
 }
 
 Image keep_original_colors(const Image& styled, const Image& content) {

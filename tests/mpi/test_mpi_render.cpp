@@ -193,6 +193,34 @@ TEST(MpiRender, StagedThroughTheHostSameImage) {
   EXPECT_EQ(testing::max_difference(on_host, through_host), 0.0);
 }
 
+// The image in strips (what the render job writes, so that rank 0 never
+// holds it whole) is the gathered image, row for row, on two tiles a rank.
+TEST(MpiRender, StripsAssembleTheGatheredImage) {
+  const int ranks = g_world->size();
+  auto backend = make_backend("cpu");
+  auto renderer = testing::case_renderer(testing::kVggCase, *backend, *g_world, "adam", 2, ranks, -1, 2);
+  ASSERT_EQ(renderer->run(nullptr), 2) << renderer->stop_reason();
+  const Image whole = renderer->image();
+  Image assembled(renderer->width(), renderer->height());
+  int next_row = 0, strips = 0;
+  renderer->image_strips(7, [&](const Image& strip) {
+    ASSERT_EQ(strip.width, assembled.width);
+    ASSERT_LE(strip.height, 7);
+    for (int c = 0; c < 3; ++c)
+      std::copy_n(strip.pixels.begin() + c * strip.plane_size(), strip.plane_size(),
+                  assembled.pixels.begin() + c * assembled.plane_size() + std::size_t(next_row) * assembled.width);
+    next_row += strip.height;
+    ++strips;
+  });
+  if (g_world->rank() != 0) {
+    EXPECT_EQ(strips, 0);
+    return;
+  }
+  EXPECT_EQ(next_row, assembled.height);
+  EXPECT_EQ(strips, (assembled.height + 6) / 7);
+  EXPECT_EQ(assembled.pixels, whole.pixels);
+}
+
 // Every rank learns whether two ranks name the same device.
 TEST(MpiSharedDevice, NamesTheFirstPairThatShares) {
   const int ranks = g_world->size(), me = g_world->rank();

@@ -545,6 +545,54 @@ TEST(ImageWriteAtomic, FailureAfterTheTemporaryIsWrittenRemovesIt) {
   EXPECT_EQ(file_names_in(target), std::set<std::string>{"inside.txt"});
 }
 
+// ------------------------------------------------------------------- strips
+
+// Rows y0 .. y0 + rows of a planar image.
+Image rows_of(const Image& image, int y0, int rows) {
+  Image strip(image.width, rows);
+  for (int c = 0; c < 3; ++c)
+    std::copy_n(image.pixels.begin() + c * image.plane_size() + std::size_t(y0) * image.width,
+                std::size_t(rows) * image.width, strip.pixels.begin() + c * strip.plane_size());
+  return strip;
+}
+
+TEST(ImageStrips, StripsWriteWhatOneImageWrites) {
+  const fs::path scratch = tessera::testing::scratch_dir();
+  const Image image = seeded_image(37, 23, 12);
+  for (auto [name, bits] : {std::pair{"s.png", 8}, {"s16.png", 16}, {"s.tif", 16}, {"s32.tif", 32},
+                            {"s.exr", 32}, {"s16.exr", 16}, {"s.jpg", 8}}) {
+    SCOPED_TRACE(name);
+    WriteOptions options = with_metadata({{"style", "strips"}});
+    options.bits = bits;
+    tessera::io::write_image(scratch / ("whole_" + std::string(name)), image, options);
+    {
+      tessera::io::ImageStripWriter writer(scratch / name, image.width, image.height, options);
+      for (int y = 0; y < image.height; y += 5) writer.write_rows(rows_of(image, y, std::min(5, image.height - y)));
+      writer.finish();
+    }
+    EXPECT_EQ(tessera::io::read_image(scratch / name).pixels,
+              tessera::io::read_image(scratch / ("whole_" + std::string(name))).pixels);
+    EXPECT_EQ(tessera::io::read_metadata(scratch / name).at("style"), "strips");
+  }
+}
+
+TEST(ImageStrips, AbandonedOrMisfedWriterLeavesTheTarget) {
+  const fs::path path = tessera::testing::scratch_dir() / "kept.exr";
+  tessera::io::write_image(path, seeded_image(12, 10, 13));
+  const std::string before = file_bytes(path);
+  const Image image = seeded_image(12, 10, 14);
+  {
+    tessera::io::ImageStripWriter writer(path, 12, 10);
+    writer.write_rows(rows_of(image, 0, 4));
+    // The next strip is too tall, then too narrow; then the writer is left.
+    EXPECT_THROW(writer.write_rows(rows_of(image, 0, 7)), tessera::Error);
+    EXPECT_THROW(writer.write_rows(seeded_image(11, 2, 15)), tessera::Error);
+    EXPECT_THROW(writer.finish(), tessera::Error);  // 4 of 10 rows
+  }
+  EXPECT_EQ(file_bytes(path), before);
+  EXPECT_EQ(file_names_in(path.parent_path()), std::set<std::string>{"kept.exr"});
+}
+
 TEST(ImageWriteAtomic, UnwritableFolderFailsAndKeepsTheTarget) {
   if (::geteuid() == 0) GTEST_SKIP() << "running as root: folder permissions do not stop root";
   const fs::path scratch = tessera::testing::scratch_dir();

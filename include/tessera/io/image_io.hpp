@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -124,6 +125,27 @@ struct WriteOptions {
 
 void write_image(const std::filesystem::path& path, const Image& image,
                  const WriteOptions& options = {});
+
+// The same file written in horizontal strips, top to bottom, so that no
+// one holds the whole image in floats: each write_rows takes the next
+// strip (the image's full width, any number of rows), finish() moves the
+// complete file into place. The formats, conversions, metadata and atomic
+// replacement are write_image's (which is one strip); a writer destroyed
+// before finish() removes its temporary file and leaves the target as it
+// was.
+class ImageStripWriter {
+ public:
+  ImageStripWriter(const std::filesystem::path& path, int width, int height, const WriteOptions& options = {});
+  ~ImageStripWriter();
+  ImageStripWriter(const ImageStripWriter&) = delete;
+  ImageStripWriter& operator=(const ImageStripWriter&) = delete;
+  void write_rows(const Image& strip);
+  void finish();
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
 
 // Everything write_image would refuse that can be known before there is an
 // image (format, bit depth, a missing folder, a folder named as the output)

@@ -227,13 +227,14 @@ bool holds_linear_values(const OIIO::ImageInput& input, const OIIO::ImageSpec& s
   return floating && (space == "linear" || space == "scene_linear" || space == "lin_rec709");
 }
 
-void write_pixels(const fs::path& temporary, const Image& image, const FormatRules& rules, int bits,
-                  const WriteOptions& options, const std::string& context) {
-  OIIO::TypeDesc file_type =
-      bits == 8    ? OIIO::TypeDesc::UINT8
-      : bits == 16 ? (rules.format == Format::exr ? OIIO::TypeDesc::HALF : OIIO::TypeDesc::UINT16)
-                   : OIIO::TypeDesc::FLOAT;
-  OIIO::ImageSpec spec(image.width, image.height, 3, file_type);
+// The file's header: size, channels, type, metadata, colour space and
+// compression; `file_type` is what its pixels are stored as.
+OIIO::ImageSpec output_spec(int width, int height, const FormatRules& rules, int bits, const WriteOptions& options,
+                            OIIO::TypeDesc& file_type) {
+  file_type = bits == 8    ? OIIO::TypeDesc::UINT8
+              : bits == 16 ? (rules.format == Format::exr ? OIIO::TypeDesc::HALF : OIIO::TypeDesc::UINT16)
+                           : OIIO::TypeDesc::FLOAT;
+  OIIO::ImageSpec spec(width, height, 3, file_type);
   spec.attribute("Software", std::string("tessera ") + build_info::version);
   if (!options.metadata.empty()) {
     spec.attribute("ImageDescription", settings_description(options.metadata));
@@ -258,27 +259,8 @@ void write_pixels(const fs::path& temporary, const Image& image, const FormatRul
     case Format::png:
       break;
   }
-
-  auto output = OIIO::ImageOutput::create(temporary.string());
-  if (!output) fail(context, ": ", oiio_message(""));
-  TESSERA_OIIO_CHECK(output->open(temporary.string(), spec), *output, context);
-  // Integer files get our own clamp-and-round codes; float and half files get
-  // the floats (OIIO rounds float to half correctly).
-  if (file_type == OIIO::TypeDesc::UINT8) {
-    auto codes = quantise_interleaved<std::uint8_t>(image, 255.0f);
-    TESSERA_OIIO_CHECK(output->write_image(OIIO::TypeDesc::UINT8, codes.data()), *output, context);
-  } else if (file_type == OIIO::TypeDesc::UINT16) {
-    auto codes = quantise_interleaved<std::uint16_t>(image, 65535.0f);
-    TESSERA_OIIO_CHECK(output->write_image(OIIO::TypeDesc::UINT16, codes.data()), *output, context);
-  } else {
-    auto values = interleave(image);
-    if (linear)
-      for (float& value : values) value = srgb_to_linear(value);
-    TESSERA_OIIO_CHECK(output->write_image(OIIO::TypeDesc::FLOAT, values.data()), *output, context);
-  }
-  TESSERA_OIIO_CHECK(output->close(), *output, context);
+  return spec;
 }
-
 
 }  // namespace
 
@@ -500,26 +482,96 @@ void check_output(const fs::path& path, const WriteOptions& options) {
   fs::remove(probe, ignored);
 }
 
-void write_image(const fs::path& path, const Image& image, const WriteOptions& options) {
-  const std::string context = "cannot write output " + quoted(path);
-  auto [rules_pointer, bits] = check_output_settings(path, options, context);
-  const FormatRules& rules = *rules_pointer;
-  if (image.width <= 0 || image.height <= 0 || image.pixels.size() != 3 * image.plane_size())
-    fail(context, ": the image is empty or malformed (", image.width, "x", image.height, ", ",
-         image.pixels.size(), " values)");
-  std::error_code error;
+struct ImageStripWriter::State {
+  fs::path path, temporary;
+  std::string context;
+  const FormatRules* rules = nullptr;
+  OIIO::TypeDesc file_type;
+  std::unique_ptr<OIIO::ImageOutput> output;
+  int width = 0, height = 0, next_row = 0;
+  bool finished = false;
+};
 
-  const fs::path temporary = temporary_path_for(path);
+ImageStripWriter::ImageStripWriter(const fs::path& path, int width, int height, const WriteOptions& options)
+    : state_(std::make_unique<State>()) {
+  State& s = *state_;
+  s.path = path;
+  s.context = "cannot write output " + quoted(path);
+  auto [rules, bits] = check_output_settings(path, options, s.context);
+  s.rules = rules;
+  if (width <= 0 || height <= 0) fail(s.context, ": the image is empty (", width, "x", height, ")");
+  s.width = width;
+  s.height = height;
+  const OIIO::ImageSpec spec = output_spec(width, height, *rules, bits, options, s.file_type);
+  s.temporary = temporary_path_for(path);
+  s.output = OIIO::ImageOutput::create(s.temporary.string());
+  if (!s.output) fail(s.context, ": ", oiio_message(""));
   try {
-    write_pixels(temporary, image, rules, bits, options, context);
-    detail::sync_to_disk(temporary);  // before the rename: the target is then whole after a power cut
-    fs::rename(temporary, path, error);
-    if (error) fail(context, ": cannot move the finished file into place: ", error.message());
+    TESSERA_OIIO_CHECK(s.output->open(s.temporary.string(), spec), *s.output, s.context);
   } catch (...) {
     std::error_code ignored;
-    fs::remove(temporary, ignored);
+    fs::remove(s.temporary, ignored);
     throw;
   }
+}
+
+ImageStripWriter::~ImageStripWriter() {
+  // Abandoned (an error on the way): the target stays as it was.
+  State& s = *state_;
+  if (s.finished) return;
+  if (s.output) (void)s.output->close();
+  std::error_code ignored;
+  fs::remove(s.temporary, ignored);
+}
+
+void ImageStripWriter::write_rows(const Image& strip) {
+  State& s = *state_;
+  if (s.finished) fail("internal: rows written to a finished image");
+  if (strip.width != s.width || strip.height <= 0 || s.next_row + strip.height > s.height ||
+      strip.pixels.size() != 3 * strip.plane_size())
+    fail(s.context, ": rows ", s.next_row, " to ", s.next_row + strip.height, " of ", strip.width,
+         " pixels do not fit a ", s.width, "x", s.height, " image");
+  const int y0 = s.next_row, y1 = s.next_row + strip.height;
+  // Integer files get our own clamp-and-round codes; float and half files
+  // get the floats (OIIO rounds float to half correctly).
+  if (s.file_type == OIIO::TypeDesc::UINT8) {
+    auto codes = quantise_interleaved<std::uint8_t>(strip, 255.0f);
+    TESSERA_OIIO_CHECK(s.output->write_scanlines(y0, y1, 0, OIIO::TypeDesc::UINT8, codes.data()), *s.output,
+                       s.context);
+  } else if (s.file_type == OIIO::TypeDesc::UINT16) {
+    auto codes = quantise_interleaved<std::uint16_t>(strip, 65535.0f);
+    TESSERA_OIIO_CHECK(s.output->write_scanlines(y0, y1, 0, OIIO::TypeDesc::UINT16, codes.data()), *s.output,
+                       s.context);
+  } else {
+    auto values = interleave(strip);
+    if (s.rules->format == Format::exr)
+      for (float& value : values) value = srgb_to_linear(value);
+    TESSERA_OIIO_CHECK(s.output->write_scanlines(y0, y1, 0, OIIO::TypeDesc::FLOAT, values.data()), *s.output,
+                       s.context);
+  }
+  s.next_row = y1;
+}
+
+void ImageStripWriter::finish() {
+  State& s = *state_;
+  if (s.next_row != s.height)
+    fail("internal: ", s.path.string(), " finished after ", s.next_row, " of ", s.height, " rows");
+  TESSERA_OIIO_CHECK(s.output->close(), *s.output, s.context);
+  s.output.reset();
+  detail::sync_to_disk(s.temporary);  // before the rename: the target is then whole after a power cut
+  std::error_code error;
+  fs::rename(s.temporary, s.path, error);
+  if (error) fail(s.context, ": cannot move the finished file into place: ", error.message());
+  s.finished = true;
+}
+
+void write_image(const fs::path& path, const Image& image, const WriteOptions& options) {
+  if (image.width <= 0 || image.height <= 0 || image.pixels.size() != 3 * image.plane_size())
+    fail("cannot write output ", quoted(path), ": the image is empty or malformed (", image.width, "x", image.height,
+         ", ", image.pixels.size(), " values)");
+  ImageStripWriter writer(path, image.width, image.height, options);
+  writer.write_rows(image);
+  writer.finish();
 }
 
 // ----------------------------------------------------------------- metadata

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <memory>
@@ -226,8 +227,13 @@ Job::ScaleEnd Job::run_scale(int s) {
     write_options.bits = o_.bits;
     write_options.metadata = metadata;
     write_options.metadata["iterations"] = std::to_string(iterations_done);
-    Image image = renderer.image();  // every rank takes part; rank 0 gets the image
-    if (root_) io::write_image(path, image, write_options);
+    // In strips of about 64 MiB of floats: rank 0 never holds the whole
+    // image. Every rank takes part; rank 0 writes.
+    const int strip_rows = std::max(1, int((std::size_t(64) << 20) / (3 * sizeof(float) * std::size_t(renderer.width()))));
+    std::unique_ptr<io::ImageStripWriter> writer;
+    if (root_) writer = std::make_unique<io::ImageStripWriter>(path, renderer.width(), renderer.height(), write_options);
+    renderer.image_strips(strip_rows, [&](const Image& strip) { writer->write_rows(strip); });
+    if (root_) writer->finish();
   };
 
   double loop_seconds = 0.0;
