@@ -67,16 +67,22 @@ struct ActivationDescriptor {
   ActivationDescriptor& operator=(const ActivationDescriptor&) = delete;
 };
 
-// Whether cuDNN refused a fused call for its configuration (its types or
-// layouts), as opposed to failing: cuDNN 9 numbers its statuses in families
-// of a thousand.
+// Whether cuDNN refused a fused call for its configuration (its types,
+// layouts or shapes), as opposed to failing: only these statuses, so that a
+// bad pointer or a mismatched stream is still an error that names the call.
 bool refused_configuration(cudnnStatus_t status) {
+  switch (status) {
+    case CUDNN_STATUS_NOT_SUPPORTED:
+    case CUDNN_STATUS_BAD_PARAM:
 #if CUDNN_MAJOR >= 9
-  const int family = int(status) / 1000;
-  return family == int(CUDNN_STATUS_NOT_SUPPORTED) / 1000 || family == int(CUDNN_STATUS_BAD_PARAM) / 1000;
-#else
-  return status == CUDNN_STATUS_NOT_SUPPORTED || status == CUDNN_STATUS_BAD_PARAM;
+    case CUDNN_STATUS_NOT_SUPPORTED_SHAPE:
+    case CUDNN_STATUS_NOT_SUPPORTED_DATA_TYPE:
+    case CUDNN_STATUS_NOT_SUPPORTED_LAYOUT:
 #endif
+      return true;
+    default:
+      return false;
+  }
 }
 
 struct PoolingDescriptor {
@@ -97,8 +103,11 @@ bool is_tensor_op(cudnnMathType_t math) {
 // its single rounding: within bf16's tolerance).
 __global__ void bias_relu_kernel(Elements out, const float* bias, int channels, std::size_t n) {
   for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < n;
-       i += std::size_t(gridDim.x) * blockDim.x)
-    out.set(i, fmaxf(out.get(i) + bias[i % channels], 0.0f));
+       i += std::size_t(gridDim.x) * blockDim.x) {
+    // NaN propagates, as in the fused call: a poisoned input shows either way.
+    const float v = out.get(i) + bias[i % channels];
+    out.set(i, v > 0.0f || v != v ? v : 0.0f);
+  }
 }
 
 // ReLU's backward from its output: grad *= (output > 0), in place.
