@@ -146,7 +146,9 @@ double device_memory_budget(Backend& backend, Communicator& communicator) {
   if (communicator.size() > 1) free_bytes = -communicator.max(-free_bytes);
   // Outside the estimate: cuDNN's workspace (up to 1 GiB for an algorithm)
   // and what the libraries allocate for themselves.
-  return std::max(0.0, 0.9 * free_bytes - double(1u << 30));
+  // At least a byte: 0 would mean "no budget" to choose_tiles, and a GPU
+  // too full for any tile must be an error, not a render without a limit.
+  return std::max(1.0, 0.9 * free_bytes - double(1u << 30));
 }
 
 // Before the first scale: the tiles and memory of every scale (shown with

@@ -37,7 +37,8 @@ void choose_tiles(const RenderRequest& o, RenderSettings& settings, int width, i
 
 // What --tiles auto may plan for on `backend`'s device: the part of its
 // free memory (cudaMemGetInfo) kept for tiles, the least over the ranks so
-// that all choose one grid; 0 where the backend's memory is the host's.
+// that all choose one grid, at least 1 byte; 0 where the backend's memory
+// is the host's.
 // Collective over `communicator`; call it before the render allocates.
 double device_memory_budget(Backend& backend, Communicator& communicator);
 
